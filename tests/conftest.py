@@ -1,0 +1,30 @@
+"""Shared fixtures: the optional real data beside the repository, and a clean working directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` next to the repository; tests using it are skipped where it is absent."""
+    if not (SHARED_DATA / "mmlu_pro_routing.parquet").is_file():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    # Nothing a test does may land in the repository or a user's caches: caches and the default
+    # tracking store go to a per-test temporary directory unless the test sets its own.
+    cache = tmp_path_factory.mktemp("mmroute-cache")
+    monkeypatch.setenv("MMROUTE_CACHE_DIR", str(cache))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'mlflow.db'}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    yield
