@@ -1,0 +1,220 @@
+"""Where runs are recorded: the tracking URI, its reachability, and the experiment.
+
+Without ``MLFLOW_TRACKING_URI`` mmroute records into ``sqlite:///<cwd>/mlflow.db`` with artifacts in
+``<cwd>/mlartifacts`` (MLflow >= 3.13 no longer accepts the old ``./mlruns`` file store as a
+default). Anything MLflow accepts works otherwise, e.g. a shared ``mlflow server`` (see
+:data:`SERVER_HOWTO`). A tracking server that cannot be reached is detected with one short request
+*before* any data is loaded or any router trained, so a typo in the URI costs seconds, not a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = [
+    "TrackingUnavailableError",
+    "TrackingLocation",
+    "resolve_tracking_uri",
+    "check_tracking_uri",
+    "setup_tracking",
+    "DEFAULT_EXPERIMENT",
+    "SERVER_HOWTO",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "mmroute"
+
+SERVER_HOWTO = """\
+Shared tracking server (several users, one PostgreSQL backend store, one artifact root):
+
+    createdb mlflow                                   # once, on the PostgreSQL host
+    pip install mlflow psycopg2-binary
+    mlflow server --host 0.0.0.0 --port 5000 \\
+        --backend-store-uri postgresql://USER:PASSWORD@DBHOST:5432/mlflow \\
+        --artifacts-destination s3://BUCKET/mlflow    # or a shared path: /srv/mlflow-artifacts
+    # clients (artifacts are proxied through the server, no bucket credentials needed there):
+    export MLFLOW_TRACKING_URI=http://TRACKING_HOST:5000
+    mlflow run . --env-manager local
+"""
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking location cannot be used (server unreachable, directory missing...)."""
+
+
+@dataclass(frozen=True)
+class TrackingLocation:
+    """A resolved tracking location.
+
+    Attributes
+    ----------
+    uri : str
+        The tracking URI handed to MLflow.
+    artifact_root : str or None
+        Artifact location for experiments mmroute creates; None lets the server decide (remote).
+    is_default : bool
+        True when ``MLFLOW_TRACKING_URI`` was unset and the local SQLite default is used.
+    """
+
+    uri: str
+    artifact_root: str | None
+    is_default: bool
+
+
+def resolve_tracking_uri(cwd: str | os.PathLike | None = None,
+                         env: dict[str, str] | None = None) -> TrackingLocation:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db`` + ``<cwd>/mlartifacts``.
+
+    ``cwd`` defaults to the current directory and ``env`` to ``os.environ`` (both are read when
+    called, never at import).
+    """
+    env = os.environ if env is None else env
+    uri = env.get("MLFLOW_TRACKING_URI", "").strip()
+    if uri:
+        artifact_root = None
+        if _scheme(uri) == "sqlite":
+            # A local database: keep its artifacts beside it rather than in MLflow's ./mlruns.
+            db = _sqlite_path(uri)
+            if db is not None:
+                artifact_root = (db.parent / "mlartifacts").as_uri()
+        return TrackingLocation(uri=uri, artifact_root=artifact_root, is_default=False)
+    base = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    return TrackingLocation(uri=f"sqlite:///{base / 'mlflow.db'}",
+                            artifact_root=(base / "mlartifacts").as_uri(), is_default=True)
+
+
+def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, with a clear message, when ``uri`` cannot be used.
+
+    http(s): one GET on ``/health`` (no retries, ``timeout`` seconds); sqlite: the database's
+    directory must exist and be writable; postgresql/mysql: one connection attempt with a
+    ``timeout``-second connect timeout. Other schemes are left to MLflow.
+
+    Raises
+    ------
+    TrackingUnavailableError
+    """
+    scheme = _scheme(uri)
+    if scheme in ("http", "https"):
+        _check_http(uri, timeout)
+    elif scheme == "sqlite":
+        db = _sqlite_path(uri)
+        if db is not None:
+            parent = db.parent
+            if not parent.is_dir():
+                raise TrackingUnavailableError(
+                    f"tracking URI {uri!r}: directory {str(parent)!r} does not exist; create it or set "
+                    "MLFLOW_TRACKING_URI to another location")
+            if not os.access(parent, os.W_OK):
+                raise TrackingUnavailableError(
+                    f"tracking URI {uri!r}: directory {str(parent)!r} is not writable")
+    elif scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
+        _check_database(uri, timeout)
+    elif scheme in ("", "file"):
+        log.warning("tracking URI %r is a file store; MLflow >= 3.13 prefers a database "
+                    "(e.g. sqlite:///mlflow.db)", uri)
+
+
+def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | None = None,
+                   check: bool = True, timeout: float = 5.0) -> tuple[TrackingLocation, str]:
+    """Resolve and check the tracking location, point MLflow at it, and pick the experiment.
+
+    Inside ``mlflow run`` (``MLFLOW_RUN_ID``/``MLFLOW_EXPERIMENT_ID`` set) the project run's
+    experiment is used, so that nested runs land beside their parent; otherwise the experiment
+    ``experiment`` (default ``"mmroute"``) is created if needed with the resolved artifact root.
+
+    Returns
+    -------
+    (TrackingLocation, experiment_id)
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    location = resolve_tracking_uri(cwd)
+    if check:
+        check_tracking_uri(location.uri, timeout=timeout)
+    mlflow.set_tracking_uri(location.uri)
+    client = MlflowClient(location.uri)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    elif os.environ.get("MLFLOW_EXPERIMENT_ID") and not experiment:
+        experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
+    else:
+        name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        found = client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise TrackingUnavailableError(
+                f"experiment {name!r} is deleted in {location.uri}; restore it "
+                f"(mlflow experiments restore --experiment-id {found.experiment_id}) or pick another name")
+        if found is None:
+            experiment_id = client.create_experiment(name, artifact_location=location.artifact_root)
+            log.info("created experiment %r (artifacts: %s)", name, location.artifact_root or "server default")
+        else:
+            experiment_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    log.info("tracking to %s, experiment id %s", location.uri, experiment_id)
+    return location, experiment_id
+
+
+# ---------------------------------------------------------------- helpers
+def _scheme(uri: str) -> str:
+    return urlparse(uri).scheme.lower() if "://" in uri or uri.startswith("sqlite:") else ""
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    # sqlite:///relative.db, sqlite:////abs/path.db; in-memory databases have no path.
+    rest = uri.split(":", 1)[1].lstrip("/") if uri.startswith("sqlite:") else ""
+    if not rest or rest.startswith(":memory:"):
+        return None
+    rest = rest.split("?", 1)[0]
+    path = Path("/" + rest) if uri.startswith("sqlite:////") else Path(rest)
+    return path.resolve()
+
+
+def _check_http(uri: str, timeout: float) -> None:
+    import requests
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        raise TrackingUnavailableError(
+            f"tracking server {uri!r} is unreachable ({type(exc).__name__}: {exc}); start it "
+            "(mlflow server ...) or unset MLFLOW_TRACKING_URI to record into ./mlflow.db") from exc
+    if response.status_code != 200:
+        raise TrackingUnavailableError(
+            f"tracking server {uri!r} answered HTTP {response.status_code} on {url}; expected 200 "
+            "from an MLflow tracking server")
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    import sqlalchemy
+
+    scheme = _scheme(uri)
+    connect_args = {"connect_timeout": int(max(1, timeout))} if scheme.startswith(("postgres", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    except ImportError as exc:
+        raise TrackingUnavailableError(
+            f"tracking database {_redact(uri)!r} needs its Python driver ({exc}); e.g. "
+            "pip install psycopg2-binary for postgresql://") from exc
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # driver missing, DNS, refused, auth: all mean "cannot track here"
+        raise TrackingUnavailableError(
+            f"tracking database {_redact(uri)!r} is unreachable ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def _redact(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.password:
+        return uri.replace(f":{parsed.password}@", ":***@")
+    return uri
