@@ -1,0 +1,138 @@
+"""The registered torch routers: ``mlp``, ``mlp_mf``, ``cmr`` (MMR-Bench) and ``fusion_mf`` (mmroute's)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mmroute.routers.base import register_router
+from mmroute.routers.neural.base import NeuralRouter, NeuralRouterConfig, _positive_ints
+
+__all__ = ["MLPConfig", "MLPRouter", "MLPMFConfig", "MLPMFRouter", "CMRConfig", "CMRRouter",
+           "FusionMFConfig", "FusionMFRouter"]
+
+
+def _as_tuple(config, name: str) -> None:
+    # CLI/YAML overrides arrive as lists; the config keeps an immutable tuple.
+    value = getattr(config, name)
+    if isinstance(value, list):
+        object.__setattr__(config, name, tuple(value))
+
+
+@dataclasses.dataclass
+class MLPConfig(NeuralRouterConfig):
+    """MLP regression of outcomes and log-costs; ``hidden`` widths as in MMR-Bench (256, 128)."""
+
+    hidden: tuple[int, ...] = (256, 128)
+
+    def problems(self) -> list[str]:
+        _as_tuple(self, "hidden")
+        return super().problems() + _positive_ints("hidden", self.hidden)
+
+
+@register_router
+class MLPRouter(NeuralRouter):
+    """MMR-Bench MLP router on the fused features."""
+
+    name = "mlp"
+    config_class = MLPConfig
+
+    def _build_network(self):
+        from mmroute.routers.neural.modules import MLPNet
+
+        c = self.config
+        return MLPNet(self.d_in_, self.n_models_, hidden=c.hidden, dropout=c.dropout)
+
+
+@dataclasses.dataclass
+class MLPMFConfig(NeuralRouterConfig):
+    """MLP query tower (``hidden``) to a ``latent``-d vector, dot product with model vectors + bias."""
+
+    hidden: tuple[int, ...] = (256,)
+    latent: int = 64
+
+    def problems(self) -> list[str]:
+        _as_tuple(self, "hidden")
+        return super().problems() + _positive_ints("hidden", self.hidden) + _positive_ints("latent", (self.latent,))
+
+
+@register_router
+class MLPMFRouter(NeuralRouter):
+    """MMR-Bench MLP matrix-factorisation router on the fused features."""
+
+    name = "mlp_mf"
+    config_class = MLPMFConfig
+
+    def _build_network(self):
+        from mmroute.routers.neural.modules import MLPMFNet
+
+        c = self.config
+        return MLPMFNet(self.d_in_, self.n_models_, hidden=c.hidden, latent=c.latent, dropout=c.dropout)
+
+
+@dataclasses.dataclass
+class CMRConfig(NeuralRouterConfig):
+    """Cross-modal attention: ``d_model``-d tokens, ``n_layers`` x ``n_heads`` self-attention."""
+
+    d_model: int = 512
+    n_heads: int = 8
+    n_layers: int = 2
+    d_ff: int = 1024
+    lr: float = 3e-4
+
+    def problems(self) -> list[str]:
+        out = super().problems() + _positive_ints("d_model/n_heads/n_layers/d_ff",
+                                                  (self.d_model, self.n_heads, self.n_layers, self.d_ff))
+        if not out and self.d_model % self.n_heads:
+            out.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return out
+
+
+@register_router
+class CMRRouter(NeuralRouter):
+    """MMR-Bench cross-modal router (CMR) over the text and image tokens."""
+
+    name = "cmr"
+    config_class = CMRConfig
+    uses_modalities = True
+
+    def _build_network(self):
+        from mmroute.routers.neural.modules import CMRNet
+
+        c = self.config
+        return CMRNet(self.d_text_, self.d_image_, self.n_models_, d_model=c.d_model, n_heads=c.n_heads,
+                      n_layers=c.n_layers, d_ff=c.d_ff, dropout=c.dropout)
+
+
+@dataclasses.dataclass
+class FusionMFConfig(NeuralRouterConfig):
+    """mmroute's router: per-modality projections (``d_proj``), learned gated fusion, an MLP
+    (``hidden``) to a low-rank query latent (``latent``), learned model embeddings, a BCE
+    correctness head and a log-cost head (``cost_latent``)."""
+
+    d_proj: int = 256
+    hidden: tuple[int, ...] = (256,)
+    latent: int = 64
+    cost_latent: int = 16
+    dropout: float = 0.2
+    weight_decay: float = 1e-2
+
+    def problems(self) -> list[str]:
+        _as_tuple(self, "hidden")
+        return (super().problems() + _positive_ints("hidden", self.hidden)
+                + _positive_ints("d_proj/latent/cost_latent", (self.d_proj, self.latent, self.cost_latent)))
+
+
+@register_router
+class FusionMFRouter(NeuralRouter):
+    """Fusion matrix-factorisation router (see :class:`~mmroute.routers.neural.modules.FusionMFNet`)."""
+
+    name = "fusion_mf"
+    config_class = FusionMFConfig
+    uses_modalities = True
+
+    def _build_network(self):
+        from mmroute.routers.neural.modules import FusionMFNet
+
+        c = self.config
+        return FusionMFNet(self.d_text_, self.d_image_, self.n_models_, d_proj=c.d_proj, hidden=c.hidden,
+                           latent=c.latent, cost_latent=c.cost_latent, dropout=c.dropout)
