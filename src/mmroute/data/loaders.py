@@ -1,0 +1,326 @@
+"""Load an outcome table from whatever the user points at.
+
+:func:`load_table` dispatches on its argument:
+
+- ``synthetic`` / ``synthetic:n=2000,seed=0,image_size=64``: the embedded default, generated once into
+  a cache directory (:mod:`mmroute.data.synthetic`) and loaded from there;
+- a directory: its ``MMR_Bench.csv`` (merged MMR-Bench format) if present, else the per-dataset CSVs
+  listed in a synthetic manifest, else every ``*.csv`` in it, each as one dataset;
+- ``<root>/<name>`` or ``<root>/<a>+<b>`` (not an existing file): the named datasets, from
+  ``<root>/MMR_Bench.csv`` when all names are MMR-Bench datasets and that file exists, else from the
+  per-dataset CSVs ``<root>/<name>.csv`` (:mod:`mmroute.data.mmrbench`);
+- a file (``.csv``, ``.tsv``, ``.parquet``, ``.json``, ``.jsonl``, ``.pkl``): the merged MMR-Bench
+  format if it is named ``MMR_Bench.csv``; RouterBench's wide format if it has ``<M>|total_cost``
+  columns; otherwise the ``<M>_correct`` / ``<M>_cost`` convention (MMR-Bench per-dataset CSVs and
+  generic tables alike).
+
+Every table keeps ``extra["row"]``: the 0-based row position in the source file (for several
+per-dataset CSVs, the position in their concatenation, in load order), so that row-aligned
+precomputed embeddings can be matched after subsetting. Every other non-model column is kept in
+``extra`` under its own name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mmroute.data.table import OutcomeTable
+from mmroute.data.validate import (
+    TableValidationError,
+    check_image_policy,
+    model_column_problems,
+    validate_table,
+)
+
+__all__ = ["load_table", "read_frame", "frame_to_table", "FrameTable", "filter_datasets", "concat_tables", "canon", "parse_dataset_filter"]
+
+log = logging.getLogger(__name__)
+
+# Recognised column roles, first present wins.
+ID_COLUMNS = ("id", "sample_id", "dataset_idx", "question_id", "uid", "index")
+DATASET_COLUMNS = ("dataset", "dataset_name", "category", "eval_name", "task", "subject")
+QUESTION_COLUMNS = ("question", "prompt", "query", "text", "input")
+IMAGE_COLUMNS = ("img_path", "image_path", "image")
+CONTEXT_COLUMNS = ("options", "choices", "context", "hint")
+ROUTERBENCH_COST = "|total_cost"
+ROUTERBENCH_DROP = ("|model_response",)
+SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".json", ".jsonl", ".pkl", ".pickle")
+
+
+def canon(name: str) -> str:
+    """Case- and punctuation-insensitive form of a dataset name (``SEEDBench2_Plus`` -> ``seedbench2plus``)."""
+    return re.sub(r"[^a-z0-9]+", "", str(name).lower())
+
+
+def parse_dataset_filter(dataset: str | Sequence[str] | None) -> list[str] | None:
+    """``"a+b"`` or ``["a", "b"]`` -> ``["a", "b"]``; None stays None."""
+    if dataset is None:
+        return None
+    parts = dataset.split("+") if isinstance(dataset, str) else [str(d) for d in dataset]
+    names = [p.strip() for p in parts if p.strip()]
+    if not names:
+        raise ValueError(f"dataset filter {dataset!r} names no dataset")
+    return names
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """Read a table file into a DataFrame, choosing the reader by suffix.
+
+    Pickles (``.pkl``, RouterBench's distribution format) can run code when loaded: only load
+    files you trust.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    id_dtypes = {c: str for c in ID_COLUMNS}  # keep "007" as "007", not 7
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype=id_dtypes)
+    if suffix == ".tsv":
+        return pd.read_csv(path, sep="\t", dtype=id_dtypes)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True, dtype=id_dtypes)
+    if suffix == ".json":
+        return pd.read_json(path, dtype=id_dtypes)
+    if suffix in (".pkl", ".pickle"):
+        obj = pd.read_pickle(path)
+        if not isinstance(obj, pd.DataFrame):
+            raise ValueError(f"{path}: expected a pickled pandas DataFrame, got {type(obj).__name__}")
+        return obj
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {list(SUFFIXES)}")
+
+
+def _first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:
+    return next((c for c in candidates if c in df.columns), None)
+
+
+def _str_column(values: pd.Series) -> np.ndarray:
+    return np.array(["" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v)
+                     for v in values.tolist()], dtype=object)
+
+
+def _numeric(df: pd.DataFrame, col: str, problems: list[str]) -> np.ndarray:
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = np.flatnonzero(num.isna().to_numpy() & raw.notna().to_numpy())
+    if bad.size:
+        from mmroute.data.validate import format_rows
+
+        examples = ", ".join(repr(v) for v in raw.iloc[bad[:3]].tolist())
+        problems.append(f"column '{col}': non-numeric values (e.g. {examples}) at {format_rows(bad)}")
+    return num.to_numpy(dtype=np.float64)
+
+
+def _resolve_image(value: str, base: Path) -> str:
+    if not value:
+        return ""
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+class FrameTable(NamedTuple):
+    """What :func:`frame_to_table` built, with what validation messages need to quote."""
+
+    table: OutcomeTable | None  # None when the columns are too broken to build a table
+    column_names: dict[str, tuple[str, str]]  # model -> (correctness column, cost column)
+    id_column: str  # the column ids came from ("row" when none)
+    problems: list[str]  # column-level problems: unpaired columns, non-numeric values, no question
+
+
+def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image_base: Path,
+                   id_prefix: str | None = None, rows: np.ndarray | None = None) -> FrameTable:
+    """Build an :class:`OutcomeTable` from a frame in the pairs or RouterBench convention.
+
+    Datasets come from the first of ``DATASET_COLUMNS`` present, else ``default_dataset``; relative
+    image paths are resolved against ``image_base``; ``id_prefix`` (per-dataset CSVs) makes ids
+    unique across datasets (``ocr_12``); ``rows`` gives the frame's row positions in its file when
+    it was filtered (default ``0..n-1``), kept as ``extra["row"]``. The table is not value-validated here (see
+    :func:`~mmroute.data.validate.validate_table`).
+    """
+    columns = [str(c) for c in df.columns]
+    df = df.set_axis(columns, axis=1)
+    if any(c.endswith(ROUTERBENCH_COST) for c in columns):
+        models, problems = _routerbench_models(columns)
+        names = {m: (m, f"{m}{ROUTERBENCH_COST}") for m in models}
+        model_cols = set(columns) & ({c for m in models for c in names[m]}
+                                     | {c for c in columns if c.endswith(ROUTERBENCH_DROP)})
+    else:
+        models, problems = model_column_problems(columns)
+        names = {m: (f"{m}_correct", f"{m}_cost") for m in models}
+        model_cols = {c for c in columns if c.endswith("_correct") or c.endswith("_cost")}
+
+    qcol = _first_present(df, QUESTION_COLUMNS)
+    if qcol is None:
+        problems.append(f"no question column: expected one of {list(QUESTION_COLUMNS)}")
+    idcol = _first_present(df, ID_COLUMNS)
+    if not models or qcol is None:
+        return FrameTable(None, names, idcol or "row", problems)
+
+    n = len(df)
+    correct = np.column_stack([_numeric(df, names[m][0], problems) for m in models]) if n else \
+        np.zeros((0, len(models)))
+    cost = np.column_stack([_numeric(df, names[m][1], problems) for m in models]) if n else \
+        np.zeros((0, len(models)))
+
+    raw_ids = _str_column(df[idcol]) if idcol else np.array([str(i) for i in range(n)], dtype=object)
+    if id_prefix is not None:
+        raw_ids = np.array([r if r.startswith(f"{id_prefix}_") else f"{id_prefix}_{r}" for r in raw_ids],
+                           dtype=object)
+    dcol = _first_present(df, DATASET_COLUMNS)
+    datasets = _str_column(df[dcol]) if dcol else np.full(n, default_dataset, dtype=object)
+    icol = _first_present(df, IMAGE_COLUMNS)
+    image_paths = None
+    if icol is not None:
+        image_paths = np.array([_resolve_image(v, image_base) for v in _str_column(df[icol])], dtype=object)
+    ccol = _first_present(df, CONTEXT_COLUMNS)
+    contexts = _str_column(df[ccol]) if ccol else None
+
+    extra: dict[str, np.ndarray] = {}
+    for c in columns:
+        if c in model_cols or c == qcol:
+            continue
+        extra["source_row" if c == "row" else c] = df[c].to_numpy()
+    extra["row"] = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    table = OutcomeTable(ids=raw_ids, datasets=datasets, questions=_str_column(df[qcol]), models=models,
+                         correct=correct, cost=cost, image_paths=image_paths, contexts=contexts,
+                         source=source, extra=extra)
+    return FrameTable(table, names, idcol or "row", problems)
+
+
+def _routerbench_models(columns: list[str]) -> tuple[list[str], list[str]]:
+    colset = set(columns)
+    costed = [c[: -len(ROUTERBENCH_COST)] for c in columns if c.endswith(ROUTERBENCH_COST)]
+    models = [m for m in costed if m in colset]
+    problems = [f"column '{m}{ROUTERBENCH_COST}': model {m!r} has no score column '{m}'"
+                for m in costed if m not in colset]
+    problems += [f"column '{c}': model {c[: -len(suffix)]!r} has no '{c[: -len(suffix)]}{ROUTERBENCH_COST}' column"
+                 for c in columns for suffix in ROUTERBENCH_DROP
+                 if c.endswith(suffix) and f"{c[: -len(suffix)]}{ROUTERBENCH_COST}" not in colset]
+    return models, problems
+
+
+def concat_tables(tables: Sequence[OutcomeTable], source: str) -> OutcomeTable:
+    """Stack tables row-wise; models are the union (first-seen order), absent outcomes are NaN.
+
+    ``extra["row"]`` becomes the position in the concatenation.
+    """
+    if len(tables) == 1:
+        from dataclasses import replace
+
+        return replace(tables[0], source=source)
+    models: list[str] = []
+    for t in tables:
+        models += [m for m in t.models if m not in models]
+    blocks_c, blocks_k = [], []
+    for t in tables:
+        c = np.full((t.n_instances, len(models)), np.nan)
+        k = np.full((t.n_instances, len(models)), np.nan)
+        cols = [models.index(m) for m in t.models]
+        c[:, cols], k[:, cols] = t.correct, t.cost
+        blocks_c.append(c)
+        blocks_k.append(k)
+
+    def cat_opt(attr: str) -> np.ndarray | None:
+        if all(getattr(t, attr) is None for t in tables):
+            return None
+        return np.concatenate([getattr(t, attr) if getattr(t, attr) is not None
+                               else np.full(t.n_instances, "", dtype=object) for t in tables])
+
+    keys: list[str] = []
+    for t in tables:
+        keys += [k for k in t.extra if k not in keys]
+    extra = {k: np.concatenate([np.asarray(t.extra[k], dtype=object) if k in t.extra
+                                else np.full(t.n_instances, None, dtype=object) for t in tables])
+             for k in keys if k != "row"}
+    extra["row"] = np.arange(sum(t.n_instances for t in tables), dtype=np.int64)
+    return OutcomeTable(
+        ids=np.concatenate([t.ids for t in tables]), datasets=np.concatenate([t.datasets for t in tables]),
+        questions=np.concatenate([t.questions for t in tables]), models=tuple(models),
+        correct=np.concatenate(blocks_c), cost=np.concatenate(blocks_k),
+        image_paths=cat_opt("image_paths"), contexts=cat_opt("contexts"), source=source, extra=extra)
+
+
+def filter_datasets(table: OutcomeTable, names: Sequence[str]) -> OutcomeTable:
+    """Rows whose dataset matches one of ``names`` (compared with :func:`canon`)."""
+    available = table.dataset_names
+    by_canon = {canon(d): d for d in available}
+    unknown = [n for n in names if canon(n) not in by_canon]
+    if unknown:
+        raise ValueError(f"{table.source}: unknown dataset(s) {unknown}; the table has {available}")
+    wanted = {by_canon[canon(n)] for n in names}
+    return table.subset(np.array([d in wanted for d in table.datasets], dtype=bool))
+
+
+def load_file(path: Path, *, images: str, dataset: Sequence[str] | None) -> OutcomeTable:
+    """One table file (not the merged MMR-Bench CSV), validated."""
+    df = read_frame(path)
+    stem = path.stem
+    image_base = path.parent / stem if (path.parent / stem).is_dir() else path.parent
+    built = frame_to_table(df, source=str(path), default_dataset=stem, image_base=image_base)
+    if built.table is None:
+        raise TableValidationError(str(path), built.problems)
+    table = validate_table(built.table, images=images, column_names=built.column_names,
+                           id_column=built.id_column, extra_problems=built.problems)
+    return filter_datasets(table, dataset) if dataset else table
+
+
+def load_table(path_or_spec: str | os.PathLike[str], *, images: str = "error",
+               dataset: str | Sequence[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
+               ) -> OutcomeTable:
+    """Load and validate an outcome table (see the module docstring for the accepted forms).
+
+    Parameters
+    ----------
+    path_or_spec : str or path
+        A file, a directory, ``<root>/<name>[+<name>...]``, or ``synthetic[:key=value,...]``.
+    images : {"error", "warn", "ignore"}
+        What to do with image paths that name no file: fail, warn and treat those instances as
+        text-only, or not check.
+    dataset : str or list of str, optional
+        Keep only these datasets (``"ocrbench+mathvista"`` or a list; case and punctuation ignored).
+    cache_dir : path, optional
+        Where ``synthetic`` specs are generated (default :func:`~mmroute.data.synthetic.default_cache_dir`).
+
+    Returns
+    -------
+    OutcomeTable
+        With ``extra["row"]`` = row position in the source file.
+
+    Raises
+    ------
+    TableValidationError
+        Listing every problem found (file, column, rows).
+    FileNotFoundError
+        When the path names nothing loadable.
+    """
+    from mmroute.data import mmrbench, synthetic
+
+    check_image_policy(images)
+    names = parse_dataset_filter(dataset)
+    spec = os.fspath(path_or_spec)
+    if synthetic.is_synthetic_spec(spec):
+        path = synthetic.ensure_synthetic(spec, cache_dir=cache_dir)
+        table = mmrbench.load_directory(path, images=images, dataset=names)
+        log.info("loaded %s: %d instances x %d models", spec, table.n_instances, table.n_models)
+        return table
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        table = mmrbench.load_directory(path, images=images, dataset=names)
+    elif path.is_file():
+        if path.name.lower() == mmrbench.MERGED_NAME.lower():
+            table = mmrbench.load_merged(path, images=images, dataset=names)
+        else:
+            table = load_file(path, images=images, dataset=names)
+    else:
+        table = mmrbench.load_named(path.parent, path.name.split("+"), images=images, dataset=names)
+    log.info("loaded %s: %d instances x %d models", spec, table.n_instances, table.n_models)
+    return table
+
+
