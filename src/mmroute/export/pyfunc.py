@@ -1,0 +1,201 @@
+"""Package an exported router as an MLflow pyfunc model (ONNX graph + JSON metadata).
+
+The model's code is :mod:`mmroute.export.onnx_router_model`, logged as "model from code": MLflow
+copies that single self-contained file into the model, so loading and serving need mlflow, numpy,
+pandas and onnxruntime only. The signature declares the input (``features``: a list of
+``input_width`` floats per row, optional ``id``), the output columns, and the inference params
+``budget`` and ``tradeoff`` (both optional; default = best predicted performance).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmroute.export.core import ExportResult, export_router, router_input
+from mmroute.features.types import Features
+
+__all__ = [
+    "MODEL_CODE",
+    "FORMAT_VERSION",
+    "router_signature",
+    "router_metadata",
+    "input_frame",
+    "log_router_model",
+    "save_router_model",
+    "predict_frame_arrays",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_CODE = Path(__file__).with_name("onnx_router_model.py")
+FORMAT_VERSION = 1
+DEFAULT_NAME = "router"
+
+
+def router_signature(models: Sequence[str], input_width: int):
+    """The pyfunc signature: input ``features`` (+ optional ``id``), per-model outputs, params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    if input_width < 1:
+        raise ValueError(f"input_width must be >= 1, got {input_width}")
+    inputs = Schema([ColSpec(Array(DataType.double), "features"),
+                     ColSpec(DataType.string, "id", required=False)])
+    outputs = Schema([ColSpec(DataType.string, "model"), ColSpec(DataType.long, "model_index"),
+                      ColSpec(DataType.boolean, "within_budget")]
+                     + [ColSpec(DataType.double, f"perf_{m}") for m in models]
+                     + [ColSpec(DataType.double, f"cost_{m}") for m in models])
+    params = ParamSchema([ParamSpec("budget", DataType.double, None),
+                          ParamSpec("tradeoff", DataType.double, None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_frame(x: np.ndarray, ids: Sequence[str] | None = None):
+    """A pyfunc input DataFrame from a router input matrix (n, d): one ``features`` list per row."""
+    import pandas as pd
+
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"router input must be 2-D (n, d), got shape {x.shape}")
+    frame = pd.DataFrame({"features": [row.tolist() for row in x]})
+    if ids is not None:
+        frame["id"] = [str(i) for i in ids]
+    return frame
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def router_metadata(router: Any, export: ExportResult, models: Sequence[str], *,
+                    feature_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON stored beside the graph: model names, input width and layout, feature/fusion info
+    (encoder spec, fusion mode and any fitted statistics the caller passes), router config, export
+    check figures."""
+    models = [str(m) for m in models]
+    if len(models) != export.n_models:
+        raise ValueError(f"{len(models)} model names given for a router predicting {export.n_models} models")
+    if len(set(models)) != len(models):
+        raise ValueError(f"model names must be unique, got {models}")
+    params = router.get_params() if hasattr(router, "get_params") else {}
+    export_info = export.to_dict()
+    export_info.pop("path", None)
+    return _jsonable({
+        "format_version": FORMAT_VERSION,
+        "router": export.router,
+        "router_params": params,
+        "models": models,
+        "input_width": export.input_width,
+        "input_layout": export_info.pop("input_layout"),
+        "features": feature_info or {},
+        "export": export_info,
+    })
+
+
+def _pip_requirements() -> list[str]:
+    reqs = []
+    for dist in ("mlflow", "numpy", "pandas"):
+        reqs.append(f"{dist}=={importlib.metadata.version(dist)}")
+    for dist in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            reqs.append(f"{dist}=={importlib.metadata.version(dist)}")
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def _prepare(router: Any, sample_features: Features, models: Sequence[str], workdir: Path, *,
+             check_features: Features | None, feature_info: dict[str, Any] | None, atol: float):
+    export = export_router(router, sample_features, workdir / "router.onnx",
+                           check_features=check_features, atol=atol)
+    meta = router_metadata(router, export, models, feature_info=feature_info)
+    meta_path = workdir / "router_meta.json"
+    meta_path.write_text(json.dumps(meta, indent=2, allow_nan=False))
+    from mmroute.export.onnx_router_model import META_ARTIFACT, ONNX_ARTIFACT
+
+    artifacts = {ONNX_ARTIFACT: str(export.path), META_ARTIFACT: str(meta_path)}
+    example = input_frame(router_input(router, sample_features)[:2])
+    return export, meta, artifacts, router_signature(meta["models"], export.input_width), example
+
+
+def log_router_model(router: Any, sample_features: Features, models: Sequence[str], *,
+                     name: str = DEFAULT_NAME, check_features: Features | None = None,
+                     feature_info: dict[str, Any] | None = None, registered_model_name: str | None = None,
+                     atol: float = 1e-4, tags: dict[str, str] | None = None):
+    """Export ``router`` to ONNX (parity-checked) and log it as a pyfunc model in the active run.
+
+    Parameters
+    ----------
+    router : fitted router; ``sample_features`` : held-out Features (n >= 1) for tracing, the
+        parity check (unless ``check_features``) and the logged input example (first 2 rows).
+    models : the M model names, in the router's output column order.
+    name : the logged model's name (MLflow 3 LoggedModel name, also ``runs:/<run>/<name>``).
+    feature_info : JSON-able description of the inputs (encoder spec, fusion, fitted fusion
+        statistics) stored in the metadata for clients that build the ``features`` column.
+
+    Returns
+    -------
+    (mlflow.models.model.ModelInfo, ExportResult)
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
+        export, meta, artifacts, signature, example = _prepare(
+            router, sample_features, models, Path(tmp), check_features=check_features,
+            feature_info=feature_info, atol=atol)
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature,
+            input_example=example, pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
+            tags={"mmroute.router": meta["router"], **(tags or {})},
+            params={"router": meta["router"], "input_width": meta["input_width"],
+                    "export_backend": export.backend})
+    log.info("logged router %s as %s", meta["router"], info.model_uri)
+    return info, export
+
+
+def save_router_model(router: Any, sample_features: Features, models: Sequence[str], path: str | Path, *,
+                      check_features: Features | None = None, feature_info: dict[str, Any] | None = None,
+                      atol: float = 1e-4) -> ExportResult:
+    """Like :func:`log_router_model` but writes the MLflow model directory ``path`` (no run needed)."""
+    import mlflow
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists; choose a new directory for the model")
+    with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
+        export, _, artifacts, signature, example = _prepare(
+            router, sample_features, models, Path(tmp), check_features=check_features,
+            feature_info=feature_info, atol=atol)
+        mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
+                                 signature=signature, input_example=example,
+                                 pip_requirements=_pip_requirements())
+    return export
+
+
+def predict_frame_arrays(frame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Split a pyfunc output DataFrame back into (model names, perf (n, M), cost (n, M))."""
+    models = [c[len("perf_"):] for c in frame.columns if c.startswith("perf_")]
+    if not models:
+        raise ValueError(f"not a router output: no perf_<model> columns in {list(frame.columns)}")
+    perf = frame[[f"perf_{m}" for m in models]].to_numpy(dtype=np.float64)
+    cost = frame[[f"cost_{m}" for m in models]].to_numpy(dtype=np.float64)
+    return models, perf, cost

@@ -1,0 +1,115 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmroute.export import router_input
+from mmroute.export.onnx_router_model import decide
+from mmroute.export.pyfunc import input_frame, predict_frame_arrays, save_router_model
+from mmroute.routers.neural import MLPRouter
+
+MODELS = ["small", "medium", "large"]
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_data, tmp_path_factory):
+    """An mlp router saved as an MLflow model directory, with the rows used to check it."""
+    features, correct, cost = tiny_data
+    router = MLPRouter(hidden=(16,), max_epochs=2, val_fraction=0.0, enable_progress_bar=False)
+    router.fit(features.subset(np.arange(160)), correct[:160], cost[:160])
+    held_out = features.subset(np.arange(160, 240))
+    path = tmp_path_factory.mktemp("pyfunc") / "model"
+    result = save_router_model(router, held_out, MODELS, path,
+                               feature_info={"spec": "offline", "fusion": "mean"})
+    return router, held_out, path, result
+
+
+@pytest.fixture(scope="module")
+def loaded(saved):
+    import mlflow
+
+    return mlflow.pyfunc.load_model(str(saved[2]))
+
+
+def test_signature_declares_input_output_and_params(loaded):
+    sig = loaded.metadata.signature
+    assert sig.inputs.input_names() == ["features", "id"]
+    assert {p.name: p.default for p in sig.params.params} == {"budget": None, "tradeoff": None}
+    assert "model" in sig.outputs.input_names() and "cost_large" in sig.outputs.input_names()
+
+
+def test_metadata_records_models_width_and_features(saved):
+    meta = json.loads(next(saved[2].rglob("router_meta.json")).read_text())
+    assert meta["models"] == MODELS and meta["input_width"] == 20
+    assert meta["input_layout"] == [["fused", 20]] and meta["features"]["spec"] == "offline"
+    assert meta["export"]["max_abs_diff_perf"] <= 1e-4 and meta["router"] == "mlp"
+
+
+def test_predictions_match_router_and_decision_rules(saved, loaded):
+    router, held_out, _, _ = saved
+    x = router_input(router, held_out)
+    perf_ref, cost_ref = router.predict(held_out)
+    ids = [f"q{i}" for i in range(len(x))]
+    out = loaded.predict(input_frame(x, ids))
+    assert out["id"].tolist() == ids
+    names, perf, cost = predict_frame_arrays(out)
+    assert names == MODELS
+    np.testing.assert_allclose(perf, perf_ref, atol=1e-4)
+    np.testing.assert_allclose(cost, cost_ref, atol=1e-4)
+    assert out["model"].tolist() == [MODELS[j] for j in perf.argmax(1)]
+
+    budget = float(np.median(cost))
+    out = loaded.predict(input_frame(x), params={"budget": budget})
+    affordable = cost <= budget
+    for i, name in enumerate(out["model"]):
+        j = MODELS.index(name)
+        if affordable[i].any():
+            assert affordable[i, j] and perf[i, j] == perf[i][affordable[i]].max()
+        else:
+            assert j == cost[i].argmin() and not out["within_budget"][i]
+    out = loaded.predict(input_frame(x), params={"tradeoff": 0.2})
+    assert out["model_index"].tolist() == (perf - 0.2 * cost).argmax(1).tolist()
+
+
+@pytest.mark.parametrize("frame, message", [
+    (pd.DataFrame({"features": [[0.0] * 19]}), "has 19 values, the router expects 20"),
+    (pd.DataFrame({"features": [[0.0] * 20, [np.nan] + [0.0] * 19]}), r"rows \[1\].*NaN"),
+    (pd.DataFrame({"feats": [[0.0] * 20]}), "features"),
+])
+def test_malformed_input_is_rejected_with_a_message(loaded, frame, message):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=message):
+        loaded.predict(frame)
+
+
+def test_decide_rejects_both_params_and_bad_values():
+    from mlflow.exceptions import MlflowException
+
+    perf, cost = np.array([[0.2, 0.9]]), np.array([[1.0, 5.0]])
+    assert decide(perf, cost)[0].tolist() == [1]
+    assert decide(perf, cost, budget=2.0)[0].tolist() == [0]
+    assert decide(perf, cost, budget=0.5)[1].tolist() == [False]
+    with pytest.raises(MlflowException, match="either 'budget' or 'tradeoff'"):
+        decide(perf, cost, budget=1.0, tradeoff=1.0)
+    with pytest.raises(MlflowException, match="tradeoff must be a finite number >= 0"):
+        decide(perf, cost, tradeoff=-1.0)
+
+
+def test_loading_needs_no_mmroute_code(saved, tmp_path):
+    # A fresh interpreter in which `import mmroute` fails still loads and runs the model.
+    x = router_input(saved[0], saved[1])[:3]
+    script = (
+        "import sys, json; sys.modules['mmroute'] = None\n"
+        "import mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model({str(saved[2])!r})\n"
+        f"out = m.predict(pd.DataFrame({{'features': {x.tolist()!r}}}), params={{'budget': 10.0}})\n"
+        "print(json.dumps(out['model'].tolist()))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(name in MODELS for name in json.loads(proc.stdout.strip().splitlines()[-1]))
