@@ -1,0 +1,237 @@
+"""The pipeline's configuration: one typed dataclass shared by the Python API, the CLI and MLproject.
+
+Router options are ``"<router>.<field>=<value>"`` strings (``"knn.k=20"``, ``"mlp_mf.lr=3e-4"``),
+converted to the type of the router config's field; ``"*.max_epochs=5"`` applies to every router
+whose config has that field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+__all__ = ["PipelineConfig", "SPLITS", "RULES", "DEFAULT_DATA", "parse_router_options", "router_overrides",
+           "expand_routers", "convert_value"]
+
+SPLITS = ("in", "out", "column")
+RULES = ("budget", "tradeoff")
+IMAGE_POLICIES = ("error", "warn", "ignore")
+DEFAULT_DATA = "synthetic:n=1000,seed=0"
+
+
+@dataclass
+class PipelineConfig:
+    """Everything a pipeline run depends on (logged as params and as ``config.yaml``).
+
+    Attributes
+    ----------
+    data : str
+        Table path or spec for :func:`mmroute.data.load_table` (default: the embedded synthetic table).
+    images : {"error", "warn", "ignore"}
+        Policy for image paths that name no file.
+    dataset : str or None
+        Keep only these datasets (``"ocrbench+mathvista"``).
+    split : {"in", "out", "column"}
+        Random seeded split, by dataset, or by an explicit column of the table.
+    train_frac, split_seed : float, int
+        The "in" split (MMR-Bench reference: 0.2 and 42).
+    train_datasets, test_datasets : tuple of str
+        The "out" split.
+    split_column : str
+        The "column" split (rows whose value is "train" train, the rest test).
+    mode : int or None
+        MMR-Bench modality mode 11..33 (None: use what the table has).
+    features, fusion : str
+        Encoder spec and fusion for :func:`mmroute.features.build_feature_pipeline`.
+    cache_dir, device : str or None
+        Embedding cache root and encoder device (None: library defaults).
+    routers : tuple of str
+        Router names; ``("all",)`` means every registered router.
+    router_options : tuple of str
+        ``"<router>.<field>=<value>"`` overrides (see the module docstring).
+    max_epochs : int or None
+        Shorthand for ``"*.max_epochs=N"``.
+    rules : tuple of str
+        Decision rules evaluated.
+    select_metric : str
+        Metric that names a sweep's best child.
+    experiment : str or None
+        Experiment name (None: ``mmroute``, or the project run's experiment under ``mlflow run``).
+    system_metrics : bool
+        Also log CPU/GPU/memory system metrics.
+    log_model : bool
+        Log the fitted feature pipeline and router (pickles) so ``evaluate`` can re-score them.
+    """
+
+    data: str = DEFAULT_DATA
+    images: str = "warn"
+    dataset: str | None = None
+    split: str = "in"
+    train_frac: float = 0.5
+    split_seed: int = 42
+    train_datasets: tuple[str, ...] = ()
+    test_datasets: tuple[str, ...] = ()
+    split_column: str = "split"
+    mode: int | None = None
+    features: str = "offline"
+    fusion: str = "mean"
+    cache_dir: str | None = None
+    device: str | None = None
+    routers: tuple[str, ...] = ("all",)
+    router_options: tuple[str, ...] = ()
+    max_epochs: int | None = None
+    rules: tuple[str, ...] = RULES
+    select_metric: str = "budget/nAUC"
+    experiment: str | None = None
+    system_metrics: bool = False
+    log_model: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("train_datasets", "test_datasets", "routers", "router_options", "rules"):
+            value = getattr(self, name)
+            setattr(self, name, tuple(_split_list(value)) if isinstance(value, str) else tuple(value))
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid pipeline configuration: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every configuration problem, reported together."""
+        out = []
+        if self.split not in SPLITS:
+            out.append(f"split={self.split!r} (expected one of {list(SPLITS)})")
+        if self.images not in IMAGE_POLICIES:
+            out.append(f"images={self.images!r} (expected one of {list(IMAGE_POLICIES)})")
+        if self.split == "in":
+            frac_ok = (0 < self.train_frac < 1) or (float(self.train_frac).is_integer() and self.train_frac >= 1)
+            if not frac_ok:
+                out.append(f"train_frac={self.train_frac!r} (expected a share in (0, 1) or a row count >= 1)")
+        if self.split == "out" and not (self.train_datasets and self.test_datasets):
+            out.append("split='out' needs train_datasets and test_datasets")
+        if self.split != "out" and (self.train_datasets or self.test_datasets):
+            out.append(f"train_datasets/test_datasets are only used with split='out', not {self.split!r}")
+        if self.mode is not None and self.mode not in (11, 12, 13, 21, 22, 23, 31, 32, 33):
+            out.append(f"mode={self.mode!r} (expected one of 11..33 with digits 1-3, or None)")
+        bad_rules = [r for r in self.rules if r not in RULES]
+        if bad_rules or not self.rules:
+            out.append(f"rules={list(self.rules)!r} (expected a non-empty subset of {list(RULES)})")
+        if self.max_epochs is not None and (not isinstance(self.max_epochs, int) or self.max_epochs < 1):
+            out.append(f"max_epochs={self.max_epochs!r} (expected an integer >= 1 or None)")
+        if not self.routers:
+            out.append("routers is empty (expected router names or 'all')")
+        if self.select_metric.split("/")[0] not in RULES + ("fit_seconds",) and "/" in self.select_metric:
+            out.append(f"select_metric={self.select_metric!r} (expected '<rule>/<metric>' with rule in "
+                       f"{list(RULES)}, e.g. 'budget/nAUC')")
+        if self.select_metric.split("/")[0] in RULES and self.select_metric.split("/")[0] not in self.rules:
+            out.append(f"select_metric={self.select_metric!r} needs rule "
+                       f"{self.select_metric.split('/')[0]!r} in rules={list(self.rules)}")
+        for item in self.router_options:
+            if "=" not in item or "." not in item.split("=", 1)[0]:
+                out.append(f"router option {item!r} (expected '<router>.<field>=<value>')")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> "PipelineConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _split_list(value: str) -> list[str]:
+    # Comma- or whitespace-separated (MLproject passes one string per parameter).
+    return [p for p in (x.strip() for x in value.replace(",", " ").split()) if p]
+
+
+def expand_routers(names: Sequence[str]) -> list[str]:
+    """``("all",)`` -> every registered router; otherwise the names, checked against the registry."""
+    from mmroute.routers import list_routers
+
+    known = list_routers()
+    if list(names) == ["all"]:
+        return known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KeyError(f"unknown router(s) {unknown}; valid names: {', '.join(known)} (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+def parse_router_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["knn.k=20", "*.max_epochs=5"]`` -> ``{"knn": {"k": "20"}, "*": {"max_epochs": "5"}}``
+    (values still strings; :func:`router_overrides` converts them per router)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        router, dot, fld = key.strip().partition(".")
+        if not sep or not dot or not router or not fld:
+            raise ValueError(f"router option {item!r}: expected '<router>.<field>=<value>'")
+        out.setdefault(router, {})[fld.strip()] = value.strip()
+    return out
+
+
+def router_overrides(name: str, cfg: PipelineConfig) -> dict[str, Any]:
+    """Typed config overrides for router ``name``: ``*`` options and ``max_epochs`` where the router's
+    config has the field, then the router's own options (which must name real fields)."""
+    from mmroute.routers import router_class
+
+    config_cls = router_class(name).config_class
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    parsed = parse_router_options(cfg.router_options)
+    raw: dict[str, str] = {}
+    if cfg.max_epochs is not None and "max_epochs" in fields:
+        raw["max_epochs"] = str(cfg.max_epochs)
+    raw.update({k: v for k, v in parsed.get("*", {}).items() if k in fields})
+    own = parsed.get(name, {})
+    unknown = sorted(set(own) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for router {name!r}; valid: {sorted(fields)}")
+    raw.update(own)
+    return {k: convert_value(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
+
+
+def convert_value(text: str, hint: Any, what: str) -> Any:
+    """Convert a CLI string to a dataclass field type (int, float, bool, str, tuples, Optional)."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if text.lower() in ("none", "null", ""):
+            return None
+        return convert_value(text, args[0], what) if len(args) == 1 else _first_ok(text, args, what)
+    if origin in (tuple, list):
+        inner = args[0] if args else str
+        items = [convert_value(p, inner, what) for p in _split_list(text)]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{what}={text!r}: expected a boolean (true/false)")
+    if hint is int:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{what}={text!r}: expected an integer") from None
+        if not value.is_integer():
+            raise ValueError(f"{what}={text!r}: expected an integer")
+        return int(value)
+    if hint is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{what}={text!r}: expected a number") from None
+        if math.isnan(value):
+            raise ValueError(f"{what}={text!r}: expected a number, not NaN")
+        return value
+    return text
+
+
+def _first_ok(text: str, types: Sequence[Any], what: str) -> Any:
+    for t in types:
+        try:
+            return convert_value(text, t, what)
+        except ValueError:
+            continue
+    raise ValueError(f"{what}={text!r}: expected one of {types}")
