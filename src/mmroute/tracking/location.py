@@ -157,12 +157,24 @@ def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | No
             log.info("created experiment %r (artifacts: %s)", name, location.artifact_root or "server default")
         else:
             experiment_id = found.experiment_id
+    _mark_model_training(client, experiment_id)
     mlflow.set_experiment(experiment_id=experiment_id)
     log.info("tracking to %s, experiment id %s", location.uri, experiment_id)
     return location, experiment_id
 
 
 # ---------------------------------------------------------------- helpers
+_KIND_TAG = "mlflow.experimentKind"
+
+
+def _mark_model_training(client, experiment_id: str) -> None:
+    # MLflow 3's UI opens untagged experiments on its GenAI overview; this is the tag its own
+    # experiment-type selector writes, so the runs table (what mmroute fills) opens by default.
+    exp = client.get_experiment(experiment_id)
+    if _KIND_TAG not in exp.tags:
+        client.set_experiment_tag(experiment_id, _KIND_TAG, "custom_model_development")
+
+
 def _scheme(uri: str) -> str:
     return urlparse(uri).scheme.lower() if "://" in uri or uri.startswith("sqlite:") else ""
 

@@ -1,0 +1,90 @@
+"""MLproject and conda.yaml stay in sync with pyproject.toml and with the CLI they call."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = {"main", "prepare", "embed", "train", "sweep", "evaluate"}
+# What each entry point's (first) command must be.
+SUBCOMMAND = {"main": "run", "prepare": "prepare", "embed": "embed", "train": "train", "sweep": "sweep",
+              "evaluate": "evaluate"}
+
+
+def _norm(req: str) -> str:
+    r = Requirement(req)
+    marker = f"; {r.marker}" if r.marker else ""
+    return f"{r.name.lower().replace('_', '-')}{r.specifier}{marker}"
+
+
+def test_conda_yaml_lists_the_pyproject_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict) and "pip" in d)
+    from_conda = sorted(_norm(r) for r in pip if not r.startswith("-e"))
+    assert from_conda == sorted(_norm(r) for r in project["dependencies"])
+    assert "-e ." in pip  # the project itself, so `python -m mmroute` runs in the conda env
+    python = next(d for d in conda["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert python.split("=", 1)[1] + ".0" in SpecifierSet(project["requires-python"])
+    assert "pip" in conda["dependencies"]
+
+
+@pytest.fixture(scope="module")
+def project():
+    from mlflow.projects import _project_spec
+
+    return _project_spec.load_project(str(ROOT))
+
+
+def test_entry_points_and_environment(project):
+    spec = yaml.safe_load((ROOT / "MLproject").read_text())
+    assert spec["name"] == "mmroute" and spec["conda_env"] == "conda.yaml"
+    assert set(spec["entry_points"]) == ENTRY_POINTS
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_each_command_is_a_thin_cli_call_that_parses(project, name):
+    from mmroute.cli import build_parser
+
+    entry = project.get_entry_point(name)
+    placeholders = set(re.findall(r"{(\w+)}", entry.command))
+    assert placeholders == set(entry.parameters), "every parameter used, nothing undeclared"
+    for param in entry.parameters.values():
+        assert param.type in ("string", "float", "path", "uri")
+    # Substitute the defaults exactly as `mlflow run` does (shell-quoted), then parse with our CLI.
+    required = {k: "0123abcd" for k, p in entry.parameters.items() if p.default is None}
+    command = entry.compute_command(required, storage_dir=None)
+    first = command.split("&&")[0]
+    argv = shlex.split(first)
+    assert argv[:3] == ["python", "-m", "mmroute"] and argv[3] == SUBCOMMAND[name]
+    args = build_parser().parse_args(argv[3:])
+    assert callable(args.func)
+    if name in ("main", "train", "sweep"):
+        from mmroute.cli.pipeline import config_from_args
+
+        cfg = config_from_args(args, getattr(args, "routers", None) or (args.router,))
+        assert cfg.max_epochs is None and cfg.mode is None and cfg.router_options == ()
+        assert cfg.split_seed == 42 and cfg.data.startswith("synthetic")
+
+
+def test_float_typed_integers_parse_as_integers(project):
+    from mmroute.cli import build_parser
+
+    command = project.get_entry_point("train").compute_command(
+        {"split_seed": "7.0", "max_epochs": "3", "mode": "22", "options": "knn.k=3 *.lr=0.01"}, storage_dir=None)
+    args = build_parser().parse_args(shlex.split(command)[3:])
+    assert (args.split_seed, args.max_epochs, args.mode) == (7, 3, 22)
+    assert args.options == ["knn.k=3 *.lr=0.01"]
