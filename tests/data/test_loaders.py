@@ -68,9 +68,12 @@ def test_plus_joined_spec_concatenates_datasets_in_order(per_dataset_root: Path)
 
 
 def test_concatenation_fills_models_missing_from_one_dataset_with_nan(tmp_path: Path) -> None:
-    pd.DataFrame({"question": ["a"], **_outcomes(1, models=("m1",))}).to_csv(tmp_path / "d1.csv", index=False)
+    pd.DataFrame({"question": ["a"], "category": ["c"], **_outcomes(1, models=("m1",))}).to_csv(
+        tmp_path / "d1.csv", index=False)
     pd.DataFrame({"question": ["b"], **_outcomes(1, models=("m1", "m2"))}).to_csv(tmp_path / "d2.csv", index=False)
     table = load_table(tmp_path / "d1+d2")
+    assert table.dataset_names == ["d1", "d2"]  # the file names the dataset, not a category column
+    assert list(table.extra["category"]) == ["c", None]
     assert table.models == ("m1", "m2")
     assert np.isnan(table.correct[0, 1]) and np.isnan(table.cost[0, 1])
     assert table.missing.sum() == 1
@@ -202,3 +205,20 @@ def test_unknown_paths_and_bad_options_fail_clearly(tmp_path: Path) -> None:
     (tmp_path / "t.xlsx").write_text("x")
     with pytest.raises(ValueError, match="unsupported file type"):
         load_table(tmp_path / "t.xlsx")
+
+
+REAL_TABLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mmlu_pro_routing.parquet"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not REAL_TABLE.is_file(), reason="../shared/data/mmlu_pro_routing.parquet not available")
+def test_real_mmlu_pro_parquet_loads_as_is() -> None:
+    table = load_table(REAL_TABLE)
+    assert (table.n_instances, table.n_models) == (12032, 29)
+    assert len(table.dataset_names) == 14 and "math" in table.dataset_names
+    assert not any(m.endswith("_out_tokens") for m in table.models)
+    assert "gemini-1.5-pro-002_out_tokens" in table.extra and "answer" in table.extra
+    assert table.contexts is not None and table.texts()[0].startswith(str(table.questions[0]) + "\n[")
+    assert table.missing[:, table.models.index("DeepSeek-Coder-V2")].sum() == 1681
+    sub = table.subset([5, 2])
+    assert list(sub.extra["row"]) == [5, 2]

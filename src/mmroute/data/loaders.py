@@ -35,6 +35,7 @@ from mmroute.data.table import OutcomeTable
 from mmroute.data.validate import (
     TableValidationError,
     check_image_policy,
+    format_rows,
     model_column_problems,
     validate_table,
 )
@@ -101,20 +102,22 @@ def _first_present(df: pd.DataFrame, candidates: Sequence[str]) -> str | None:
     return next((c for c in candidates if c in df.columns), None)
 
 
+def _is_missing(v: object) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v))
+
+
 def _str_column(values: pd.Series) -> np.ndarray:
-    return np.array(["" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v)
-                     for v in values.tolist()], dtype=object)
+    return np.array(["" if _is_missing(v) else str(v) for v in values.tolist()], dtype=object)
 
 
-def _numeric(df: pd.DataFrame, col: str, problems: list[str]) -> np.ndarray:
+def _numeric(df: pd.DataFrame, col: str, problems: list[str], rows: np.ndarray) -> np.ndarray:
+    """Column as float64; values that are present but not numbers are reported (by file row)."""
     raw = df[col]
     num = pd.to_numeric(raw, errors="coerce")
     bad = np.flatnonzero(num.isna().to_numpy() & raw.notna().to_numpy())
     if bad.size:
-        from mmroute.data.validate import format_rows
-
         examples = ", ".join(repr(v) for v in raw.iloc[bad[:3]].tolist())
-        problems.append(f"column '{col}': non-numeric values (e.g. {examples}) at {format_rows(bad)}")
+        problems.append(f"column '{col}': non-numeric values (e.g. {examples}) at {format_rows(rows[bad])}")
     return num.to_numpy(dtype=np.float64)
 
 
@@ -135,10 +138,11 @@ class FrameTable(NamedTuple):
 
 
 def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image_base: Path,
-                   id_prefix: str | None = None, rows: np.ndarray | None = None) -> FrameTable:
+                   id_prefix: str | None = None, rows: np.ndarray | None = None,
+                   dataset_columns: Sequence[str] = DATASET_COLUMNS) -> FrameTable:
     """Build an :class:`OutcomeTable` from a frame in the pairs or RouterBench convention.
 
-    Datasets come from the first of ``DATASET_COLUMNS`` present, else ``default_dataset``; relative
+    Datasets come from the first of ``dataset_columns`` present, else ``default_dataset``; relative
     image paths are resolved against ``image_base``; ``id_prefix`` (per-dataset CSVs) makes ids
     unique across datasets (``ocr_12``); ``rows`` gives the frame's row positions in its file when
     it was filtered (default ``0..n-1``), kept as ``extra["row"]``. The table is not value-validated here (see
@@ -164,16 +168,17 @@ def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image
         return FrameTable(None, names, idcol or "row", problems)
 
     n = len(df)
-    correct = np.column_stack([_numeric(df, names[m][0], problems) for m in models]) if n else \
+    rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    correct = np.column_stack([_numeric(df, names[m][0], problems, rows) for m in models]) if n else \
         np.zeros((0, len(models)))
-    cost = np.column_stack([_numeric(df, names[m][1], problems) for m in models]) if n else \
+    cost = np.column_stack([_numeric(df, names[m][1], problems, rows) for m in models]) if n else \
         np.zeros((0, len(models)))
 
     raw_ids = _str_column(df[idcol]) if idcol else np.array([str(i) for i in range(n)], dtype=object)
     if id_prefix is not None:
         raw_ids = np.array([r if r.startswith(f"{id_prefix}_") else f"{id_prefix}_{r}" for r in raw_ids],
                            dtype=object)
-    dcol = _first_present(df, DATASET_COLUMNS)
+    dcol = _first_present(df, dataset_columns)
     datasets = _str_column(df[dcol]) if dcol else np.full(n, default_dataset, dtype=object)
     icol = _first_present(df, IMAGE_COLUMNS)
     image_paths = None
@@ -187,7 +192,7 @@ def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image
         if c in model_cols or c == qcol:
             continue
         extra["source_row" if c == "row" else c] = df[c].to_numpy()
-    extra["row"] = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    extra["row"] = rows
     table = OutcomeTable(ids=raw_ids, datasets=datasets, questions=_str_column(df[qcol]), models=models,
                          correct=correct, cost=cost, image_paths=image_paths, contexts=contexts,
                          source=source, extra=extra)

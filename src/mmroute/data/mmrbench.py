@@ -140,8 +140,9 @@ def load_per_dataset(root: Path, names: Sequence[str], *, images: str = "error",
             raise ValueError(f"{source}: dataset {name!r} is listed twice")
         seen.add(path.stem)
         image_base = root / path.stem if (root / path.stem).is_dir() else root
+        # The file is the dataset (as in the MMR-Bench reference), even if it has a category column.
         built = frame_to_table(read_frame(path), source=str(path), default_dataset=path.stem,
-                               image_base=image_base, id_prefix=path.stem)
+                               image_base=image_base, id_prefix=path.stem, dataset_columns=())
         prefix = f"{path.name}: " if len(names) > 1 else ""
         if built.table is None:
             problems += [prefix + p for p in built.problems]
