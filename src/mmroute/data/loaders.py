@@ -310,7 +310,8 @@ def load_table(path_or_spec: str | os.PathLike[str], *, images: str = "error",
     check_image_policy(images)
     names = parse_dataset_filter(dataset)
     spec = os.fspath(path_or_spec)
-    if synthetic.is_synthetic_spec(spec):
+    # An existing path wins over the spec (e.g. a folder written by `mmroute data synth synthetic`).
+    if synthetic.is_synthetic_spec(spec) and not os.path.exists(spec):
         path = synthetic.ensure_synthetic(spec, cache_dir=cache_dir)
         table = mmrbench.load_directory(path, images=images, dataset=names)
         log.info("loaded %s: %d instances x %d models", spec, table.n_instances, table.n_models)
