@@ -34,8 +34,9 @@ def test_tfidf_test_split_lives_in_the_training_space(tmp_path):
     table = make_table(tmp_path, n=24, with_images=False)
     train, test = table.subset(np.arange(16)), table.subset(np.arange(16, 24))
     enc = TfidfTextEncoder(dim=8).fit_text(train.texts())
-    vocab = dict(enc.vectorizer_.vocabulary_)
     train_vecs = enc.encode_text(train.texts())
+    vocab = dict(enc.vectorizer_.vocabulary_)
+    assert "case 20" not in vocab and "case 10" in vocab  # row 20 is a test row, row 10 a training row
 
     # A training row encoded inside a "test" call gets exactly its training vector.
     mixed = [test.texts()[0], train.texts()[3], test.texts()[1]]
@@ -62,7 +63,9 @@ def test_tfidf_refuses_to_encode_before_fit():
     with pytest.raises(RuntimeError, match="not fitted"):
         TfidfTextEncoder().encode_text(["hello"])
     with pytest.raises(ValueError, match="vocabulary"):
-        TfidfTextEncoder().fit_text(["", " "])
+        TfidfTextEncoder().fit_text(["", " "]).encode_text(["x"])
+    with pytest.raises(ValueError, match="at least 2 training texts"):
+        TfidfTextEncoder().fit_text(["only one"])
 
 
 def test_image_featuriser_is_deterministic_and_discriminative(tmp_path):

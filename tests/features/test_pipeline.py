@@ -72,8 +72,10 @@ def test_second_run_reads_the_cache_instead_of_encoding(tmp_path, counters):
     cache = tmp_path / "cache"
     first = build_feature_pipeline("offline:dim=4", cache_dir=cache, progress=False).fit(table).transform(table)
     assert counters == {"text": 1, "image": 1}  # fit encodes; transform of the same table hits the cache
-    second = build_feature_pipeline("offline:dim=4", cache_dir=cache, progress=False).fit(table).transform(table)
+    pipe = build_feature_pipeline("offline:dim=4", cache_dir=cache, progress=False)
+    second = pipe.fit(table).transform(table)
     assert counters == {"text": 1, "image": 1}
+    assert not hasattr(pipe.encoder.text_encoder, "svd_")  # all cached: the SVD was never even fitted
     np.testing.assert_array_equal(first.fused, second.fused)
     assert len(list((cache / "embeddings").glob("*.json"))) == 2
 

@@ -68,18 +68,30 @@ class TfidfTextEncoder(Encoder):
 
     @property
     def is_fitted(self) -> bool:
-        return hasattr(self, "svd_")
+        return hasattr(self, "fit_hash_")
 
     def fit_text(self, texts: Sequence[str]) -> "TfidfTextEncoder":
-        """Fit the vocabulary, idf weights and SVD basis on training ``texts`` (n_train strings)."""
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        """Record the training ``texts`` (n_train strings) the vocabulary, idf and SVD are fitted on.
 
+        The sklearn fit itself is deferred to the first ``encode_text``: ``identity`` only needs the
+        fit-data hash, so a run whose embeddings are all cached never pays for the SVD.
+        """
         if int(self.dim) < 1:
             raise ValueError(f"tfidf dim must be >= 1, got {self.dim}")
         texts = [str(t) for t in texts]
         if len(texts) < 2:
             raise ValueError(f"tfidf needs at least 2 training texts, got {len(texts)}")
+        for attr in ("vectorizer_", "svd_", "n_features_out_"):
+            self.__dict__.pop(attr, None)
+        self.fit_hash_ = hash_texts(texts)
+        self._fit_texts = texts
+        return self
+
+    def _fit_now(self) -> None:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = self._fit_texts
         vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, int(self.ngram_max)),
                                      min_df=self.min_df, max_features=int(self.max_features),
                                      strip_accents="unicode", dtype=np.float32)
@@ -99,13 +111,14 @@ class TfidfTextEncoder(Encoder):
         self.vectorizer_ = vectorizer
         self.svd_ = svd
         self.n_features_out_ = k
-        self.fit_hash_ = hash_texts(texts)
-        return self
+        del self._fit_texts
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if not self.is_fitted:
             raise RuntimeError("tfidf encoder is not fitted: call fit_text(training_texts) first "
                                "(it must see the training split only)")
+        if not hasattr(self, "svd_"):
+            self._fit_now()
         x = self.vectorizer_.transform([str(t) for t in texts])
         return self.svd_.transform(x).astype(np.float32)
 
