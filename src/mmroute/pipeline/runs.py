@@ -49,8 +49,8 @@ def run_prepare(data: str, *, images: str = "warn", dataset: str | None = None, 
     from mmroute.tracking import log_metrics, log_params, log_table_input, run_tags, setup_tracking
 
     setup_tracking(experiment)
+    table = load(data, images=images, dataset=dataset)  # a broken table fails before any run exists
     with _start("prepare") as run:
-        table = load(data, images=images, dataset=dataset)
         mlflow.set_tags(run_tags(step="prepare", dataset=dataset_tag(table)))
         log_params(data_params(data, table, images=images, dataset=dataset))
         summary = table.summary()
@@ -76,8 +76,9 @@ def run_train(cfg: PipelineConfig) -> dict[str, Any]:
     if len(names) != 1:
         raise ValueError(f"train takes exactly one router, got {names}; use sweep for several")
     setup_tracking(cfg.experiment)
+    prepared = prepare(cfg)  # load, validate and split before a run exists
     with _start(names[0], system_metrics=cfg.system_metrics) as run:
-        prepared = embed(cfg, prepare(cfg))
+        prepared = embed(cfg, prepared)
         features_uri = log_feature_pipeline(prepared.pipeline) if cfg.log_model else None
         done = train_in_active_run(names[0], cfg, prepared, step="train", features_uri=features_uri)
         _log_embed_metrics(prepared)
@@ -105,8 +106,9 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
     names = expand_routers(cfg.routers)
     setup_tracking(cfg.experiment)
     started = time.perf_counter()
+    prepared = prepare(cfg)  # load, validate and split before a run exists
     with _start(step, system_metrics=cfg.system_metrics) as parent:
-        prepared = embed(cfg, prepare(cfg))
+        prepared = embed(cfg, prepared)
         log_context(cfg, prepared, step=step, extra_params={"sweep.routers": names,
                                                              "sweep.select_metric": cfg.select_metric})
         mlflow.log_dict(prepared.table.summary(), "data/summary.json")

@@ -143,7 +143,9 @@ def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | No
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
         experiment_id = client.get_run(run_id).info.experiment_id
-    elif os.environ.get("MLFLOW_EXPERIMENT_ID") and not experiment:
+    elif not experiment and _existing_experiment(client, os.environ.get("MLFLOW_EXPERIMENT_ID")):
+        # Set by `mlflow run` (and by mlflow.set_experiment in this process): honoured only when
+        # it names an experiment of *this* store, since a stale id may come from another store.
         experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
     else:
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
@@ -165,6 +167,17 @@ def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | No
 
 # ---------------------------------------------------------------- helpers
 _KIND_TAG = "mlflow.experimentKind"
+
+
+def _existing_experiment(client, experiment_id: str | None) -> bool:
+    if not experiment_id:
+        return False
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_experiment(experiment_id).lifecycle_stage == "active"
+    except MlflowException:
+        return False
 
 
 def _mark_model_training(client, experiment_id: str) -> None:
