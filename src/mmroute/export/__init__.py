@@ -13,8 +13,9 @@ from mmroute.export.core import (
     export_router,
     exportable_routers,
     input_layout,
+    not_exportable_routers,
     router_input,
 )
 
 __all__ = ["ExportParityError", "ExportResult", "NotExportableError", "build_input", "export_router",
-           "exportable_routers", "input_layout", "router_input"]
+           "exportable_routers", "input_layout", "not_exportable_routers", "router_input"]

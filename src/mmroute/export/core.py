@@ -31,6 +31,7 @@ __all__ = [
     "register_adapter",
     "find_adapter",
     "exportable_routers",
+    "not_exportable_routers",
     "export_router",
     "router_input",
     "input_layout",
@@ -156,6 +157,12 @@ def exportable_routers() -> list[str]:
     """Names of the routers with a dedicated adapter (torch routers are found by their attributes)."""
     _ensure_adapters()
     return sorted(_ADAPTERS)
+
+
+def not_exportable_routers() -> dict[str, str]:
+    """Router names that cannot be deployed as ONNX graphs -> the reason."""
+    _ensure_adapters()
+    return dict(_UNSUPPORTED)
 
 
 def router_input(router: Any, features: Features) -> np.ndarray:

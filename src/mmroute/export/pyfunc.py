@@ -123,9 +123,10 @@ def _pip_requirements() -> list[str]:
 
 
 def _prepare(router: Any, sample_features: Features, models: Sequence[str], workdir: Path, *,
-             check_features: Features | None, feature_info: dict[str, Any] | None, atol: float):
+             check_features: Features | None, feature_info: dict[str, Any] | None, atol: float,
+             exporter: str):
     export = export_router(router, sample_features, workdir / "router.onnx",
-                           check_features=check_features, atol=atol)
+                           check_features=check_features, atol=atol, exporter=exporter)
     meta = router_metadata(router, export, models, feature_info=feature_info)
     meta_path = workdir / "router_meta.json"
     meta_path.write_text(json.dumps(meta, indent=2, allow_nan=False))
@@ -139,7 +140,7 @@ def _prepare(router: Any, sample_features: Features, models: Sequence[str], work
 def log_router_model(router: Any, sample_features: Features, models: Sequence[str], *,
                      name: str = DEFAULT_NAME, check_features: Features | None = None,
                      feature_info: dict[str, Any] | None = None, registered_model_name: str | None = None,
-                     atol: float = 1e-4, tags: dict[str, str] | None = None):
+                     atol: float = 1e-4, tags: dict[str, str] | None = None, exporter: str = "auto"):
     """Export ``router`` to ONNX (parity-checked) and log it as a pyfunc model in the active run.
 
     Parameters
@@ -150,6 +151,7 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
     name : the logged model's name (MLflow 3 LoggedModel name, also ``runs:/<run>/<name>``).
     feature_info : JSON-able description of the inputs (encoder spec, fusion, fitted fusion
         statistics) stored in the metadata for clients that build the ``features`` column.
+    exporter : torch routers: "auto", "dynamo" or "torchscript" (see :func:`export_router`).
 
     Returns
     -------
@@ -160,7 +162,7 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
     with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
         export, meta, artifacts, signature, example = _prepare(
             router, sample_features, models, Path(tmp), check_features=check_features,
-            feature_info=feature_info, atol=atol)
+            feature_info=feature_info, atol=atol, exporter=exporter)
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature,
             input_example=example, pip_requirements=_pip_requirements(),
@@ -174,7 +176,7 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
 
 def save_router_model(router: Any, sample_features: Features, models: Sequence[str], path: str | Path, *,
                       check_features: Features | None = None, feature_info: dict[str, Any] | None = None,
-                      atol: float = 1e-4) -> ExportResult:
+                      atol: float = 1e-4, exporter: str = "auto") -> ExportResult:
     """Like :func:`log_router_model` but writes the MLflow model directory ``path`` (no run needed)."""
     import mlflow
 
@@ -184,7 +186,7 @@ def save_router_model(router: Any, sample_features: Features, models: Sequence[s
     with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
         export, _, artifacts, signature, example = _prepare(
             router, sample_features, models, Path(tmp), check_features=check_features,
-            feature_info=feature_info, atol=atol)
+            feature_info=feature_info, atol=atol, exporter=exporter)
         mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
                                  signature=signature, input_example=example,
                                  pip_requirements=_pip_requirements())

@@ -1,0 +1,20 @@
+"""Print which version holds which alias, with their metrics.
+
+A thin wrapper over ``mmroute status`` (:mod:`mmroute.cli.registry`, which calls
+:mod:`mmroute.registry`); MLproject's ``status`` entry point runs it. See ``--help``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mmroute.cli.registry import main as registry_main
+
+    return registry_main(["status", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

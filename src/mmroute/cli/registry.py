@@ -1,0 +1,199 @@
+"""``mmroute export | register | promote | rollback | status``: from a tracked run to serving.
+
+    mmroute export   --run-id RUN [--name router] [--sample-rows 256] [--no-eval-table]
+    mmroute register --run-id SWEEP_OR_RUN [--model NAME] [--metric budget/nAUC] [--stage staging]
+    mmroute promote  [--model NAME] [--version V] --to staging|production
+                     [--eval-table PATH_OR_URI] [--metric budget/nAUC] [--min-delta 0.0]
+    mmroute rollback [--model NAME]
+    mmroute status   [--model NAME] [--json]
+
+Stages are registry aliases: ``staging``, ``production`` and ``previous-production``. Promotion
+to production is gated: candidate and production are re-scored on one evaluation table (default:
+the candidate's run artifact ``eval/eval_table.npz``) and the candidate must beat production by
+``--min-delta``; otherwise the exit code is 3 and nothing changes. Serve the production version
+with ``mlflow models serve -m "models:/NAME@production" --env-manager local``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+__all__ = ["register", "main", "COMMANDS", "DEFAULT_MODEL_NAME", "EXIT_REFUSED"]
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("export", "register", "promote", "rollback", "status")
+DEFAULT_MODEL_NAME = "mmroute-router"
+EXIT_REFUSED = 3
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                   help="registered model name (default %(default)s)")
+
+
+def _metric_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", default="budget/nAUC",
+                   help="<rule>/<metric> as logged by the pipeline, e.g. budget/nAUC, tradeoff/Ps, "
+                        "budget/QNC (lower is better) (default %(default)s)")
+
+
+def _optional(text: str) -> str | None:
+    return text if text.strip() and text.strip().lower() != "none" else None
+
+
+def register(subparsers: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("export", help="log a run's router as a verified ONNX MLflow model",
+                              description=__doc__, formatter_class=fmt)
+    p.add_argument("--run-id", required=True, help="a run that logged a router (train or sweep child)")
+    p.add_argument("--name", default="router", help="logged model name (default %(default)s)")
+    p.add_argument("--sample-rows", type=int, default=256, help="held-out rows to trace with (default 256)")
+    p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
+                   help="torch routers: ONNX exporter (default: dynamo, TorchScript as fallback)")
+    p.add_argument("--no-eval-table", action="store_true", help="do not log eval/eval_table.npz")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("register", help="register the best router of a sweep as a new version",
+                              description=__doc__, formatter_class=fmt)
+    p.add_argument("--run-id", required=True, help="a sweep parent run (best child by --metric) or one run")
+    _model_arg(p)
+    _metric_arg(p)
+    p.add_argument("--stage", type=_optional, default=None, choices=(None, "staging"),
+                   help="also point this alias at the new version (only 'staging': production is gated)")
+    p.add_argument("--no-export", action="store_true",
+                   help="fail instead of exporting a run that has no logged ONNX model yet")
+    p.set_defaults(func=cmd_register)
+
+    p = subparsers.add_parser("promote", help="move a version to staging, or through the gate to production",
+                              description=__doc__, formatter_class=fmt)
+    _model_arg(p)
+    p.add_argument("--version", type=_optional, default=None,
+                   help="version to promote (default: newest for staging, the staging one for production)")
+    p.add_argument("--to", required=True, choices=("staging", "production"))
+    p.add_argument("--eval-table", type=_optional, default=None,
+                   help="evaluation table .npz path or artifact URI (default: the candidate run's "
+                        "eval/eval_table.npz)")
+    _metric_arg(p)
+    p.add_argument("--min-delta", type=float, default=0.0,
+                   help="required improvement over production in --metric (default 0.0)")
+    p.set_defaults(func=cmd_promote)
+
+    p = subparsers.add_parser("rollback", help="restore the previous production version",
+                              description=__doc__, formatter_class=fmt)
+    _model_arg(p)
+    p.set_defaults(func=cmd_rollback)
+
+    p = subparsers.add_parser("status", help="aliases and versions with their metrics",
+                              description=__doc__, formatter_class=fmt)
+    _model_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+
+def _tracking() -> None:
+    import mlflow
+
+    from mmroute.tracking import check_tracking_uri, resolve_tracking_uri
+
+    location = resolve_tracking_uri()
+    check_tracking_uri(location.uri)
+    mlflow.set_tracking_uri(location.uri)
+    mlflow.set_registry_uri(location.uri)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mmroute.export.from_run import export_run
+
+    _tracking()
+    info, result = export_run(args.run_id, name=args.name, sample_rows=args.sample_rows,
+                              eval_table=not args.no_eval_table, exporter=args.exporter)
+    _print({"model_uri": info.model_uri, "run_id": args.run_id, **result.to_dict()})
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from mmroute.registry import promote, register_best
+
+    _tracking()
+    version = register_best(args.run_id, args.model, metric=args.metric, export_missing=not args.no_export)
+    out: dict[str, Any] = {"model": args.model, "version": version.version, "source_run_id": version.run_id,
+                           "router": version.tags.get("router")}
+    if args.stage:
+        out["stage"] = promote(args.model, version.version, to=args.stage).stage
+    _print(out)
+    return 0
+
+
+def _default_eval_table(model: str, version: str | None, to: str) -> str:
+    from mlflow import MlflowClient
+
+    from mmroute.export.from_run import EVAL_TABLE_ARTIFACT
+    from mmroute.registry.stages import _resolve_version
+
+    client = MlflowClient()
+    mv = client.get_model_version(model, _resolve_version(client, model, version, to))
+    if not mv.run_id:
+        raise ValueError(f"{model} version {mv.version} has no source run: pass --eval-table")
+    return f"runs:/{mv.run_id}/{EVAL_TABLE_ARTIFACT}"
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from mmroute.registry import PromotionRefused, promote
+
+    _tracking()
+    eval_table = args.eval_table
+    if args.to == "production" and eval_table is None:
+        eval_table = _default_eval_table(args.model, args.version, args.to)
+    try:
+        result = promote(args.model, args.version, to=args.to, eval_table=eval_table, metric=args.metric,
+                         min_delta=args.min_delta)
+    except PromotionRefused as exc:
+        print(f"mmroute promote: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    _print(result.to_dict())
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from mmroute.registry import rollback
+
+    _tracking()
+    _print(rollback(args.model).to_dict())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mmroute.registry import status
+
+    _tracking()
+    info = status(args.model)
+    if args.json:
+        _print(info)
+        return 0
+    print(f"{info['name']}: " + (", ".join(f"{a} -> v{v}" for a, v in sorted(info["aliases"].items()))
+                                 or "no aliases"))
+    for version, row in info["versions"].items():
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items())
+        aliases = f" [{', '.join(row['aliases'])}]" if row["aliases"] else ""
+        print(f"  v{version}{aliases} {row['router']} run {row['source_run_id']} {metrics}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mmroute export|register|promote|rollback|status ...`` as a function (scripts, tests)."""
+    from mmroute.cli import main as cli_main
+
+    return cli_main(list(argv if argv is not None else sys.argv[1:]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
