@@ -62,10 +62,16 @@ def test_tfidf_identity_changes_with_fit_data(tmp_path):
 def test_tfidf_refuses_to_encode_before_fit():
     with pytest.raises(RuntimeError, match="not fitted"):
         TfidfTextEncoder().encode_text(["hello"])
-    with pytest.raises(ValueError, match="vocabulary"):
-        TfidfTextEncoder().fit_text(["", " "]).encode_text(["x"])
     with pytest.raises(ValueError, match="at least 2 training texts"):
         TfidfTextEncoder().fit_text(["only one"])
+
+
+def test_tfidf_on_blank_texts_gives_a_zero_column_and_says_so(caplog):
+    # The image-only modality modes blank every question; that must not crash the text side.
+    with caplog.at_level(logging.WARNING, logger="mmroute.features"):
+        out = TfidfTextEncoder().fit_text(["", " ", ""]).encode_text(["", "anything"])
+    np.testing.assert_array_equal(out, np.zeros((2, 1), dtype=np.float32))
+    assert "text features are zero" in caplog.text
 
 
 def test_image_featuriser_is_deterministic_and_discriminative(tmp_path):

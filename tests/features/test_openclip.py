@@ -93,3 +93,17 @@ def test_pipeline_with_openclip_caches_both_towers(tmp_path, tiny_clip_dir, monk
     again = build_feature_pipeline(spec, fusion="mean", cache_dir=tmp_path / "c", device="cpu",
                                    progress=False).fit(table).transform(table)
     np.testing.assert_array_equal(again.fused, feats.fused)
+
+
+def test_text_only_training_then_images_at_test_time(tmp_path, tiny_clip_dir):
+    # Modality mode 12: train on text only, test on text + image. Mean fusion of CLIP towers
+    # (one shared width) keeps working and does use the test images.
+    table = make_table(tmp_path, n=8)
+    pipe = build_feature_pipeline(f"openclip:local-dir:{tiny_clip_dir}", cache_dir=tmp_path / "c", device="cpu",
+                                  progress=False).fit(table.without_images())
+    feats = pipe.transform(table)
+    assert feats.fused.shape == (8, 16) == (8, pipe.n_features_out_)
+    text_only = pipe.transform(table.without_images()).fused
+    with_image = feats.image_mask
+    np.testing.assert_allclose(feats.fused[~with_image], text_only[~with_image], atol=1e-6)
+    assert np.abs(feats.fused[with_image] - text_only[with_image]).max() > 1e-3

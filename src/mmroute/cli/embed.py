@@ -68,9 +68,10 @@ def run_embed(args: argparse.Namespace) -> int:
     for key, value in (("on_bad_image", args.on_bad_image), ("batch_size", args.batch_size)):
         if value is not None:
             options[key] = value
-    table = load_table(args.table, images=args.images)
+    # The pipeline first: a bad encoder spec or option fails before a large table is loaded.
     pipe = build_feature_pipeline(args.encoder, fusion=args.fusion, cache_dir=args.cache_dir, device=args.device,
                                   fusion_params=dict(args.fusion_param), use_cache=not args.no_cache, **options)
+    table = load_table(args.table, images=args.images)
     arrays: dict[str, Any] = {}
     if args.train_frac is not None:
         train_idx, _ = split_in(table, args.train_frac, args.seed)

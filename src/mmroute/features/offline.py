@@ -38,7 +38,8 @@ class TfidfTextEncoder(Encoder):
     Output rows are the SVD projection of the L2-normalised TF-IDF vector; they are not
     re-normalised, because their norm (<= 1: the share of the text inside the training topic
     space) is the signal adaptive fusion uses as confidence. When the training vocabulary is
-    smaller than ``dim``, the output has ``min(dim, n_terms - 1, n_train)`` columns.
+    smaller than ``dim``, the output has ``min(dim, n_terms - 1, n_train)`` columns; with fewer
+    than 2 terms (all questions blank, as in the image-only modality modes) it is one zero column.
     """
 
     name = "tfidf"
@@ -97,12 +98,17 @@ class TfidfTextEncoder(Encoder):
                                      strip_accents="unicode", dtype=np.float32)
         try:
             x = vectorizer.fit_transform(texts)
-        except ValueError as exc:  # empty vocabulary: every text empty or stop words only
-            raise ValueError(f"tfidf could not build a vocabulary from {len(texts)} training texts: {exc}") from exc
-        n_terms = x.shape[1]
+            n_terms = x.shape[1]
+        except ValueError:  # empty vocabulary: e.g. the image-only modality modes blank every question
+            n_terms = 0
         k = min(int(self.dim), n_terms - 1, len(texts))
         if k < 1:
-            raise ValueError(f"tfidf vocabulary has {n_terms} term(s); need at least 2 for an SVD projection")
+            # No text signal to project: one constant zero column keeps the text modality's shape.
+            logger.warning("tfidf: the %d training texts give %d term(s), too few for an SVD projection; "
+                           "text features are zero", len(texts), n_terms)
+            self.vectorizer_, self.svd_, self.n_features_out_ = None, None, 1
+            del self._fit_texts
+            return
         if k < self.dim:
             logger.info("tfidf: %d training texts / %d terms allow only %d SVD components (dim=%d asked)",
                         len(texts), n_terms, k, self.dim)
@@ -119,6 +125,8 @@ class TfidfTextEncoder(Encoder):
                                "(it must see the training split only)")
         if not hasattr(self, "svd_"):
             self._fit_now()
+        if self.svd_ is None:
+            return np.zeros((len(texts), 1), dtype=np.float32)
         x = self.vectorizer_.transform([str(t) for t in texts])
         return self.svd_.transform(x).astype(np.float32)
 

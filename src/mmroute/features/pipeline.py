@@ -5,8 +5,10 @@
 
 ``fit`` fits what learns from data (the TF-IDF vocabulary and SVD basis, the fusion statistics)
 on the training rows; ``transform`` then reuses them for any table, so train and test share one
-space. Every encoded array is cached by encoder identity and input hash (see
-:mod:`mmroute.features.cache`).
+space. A pipeline fitted on a text-only table has the text width: mean fusion still uses test
+images of that same width (CLIP towers share one space, as in the modality modes 12/13),
+concat and adaptive fusion then ignore test images. Every encoded array is cached by encoder
+identity and input hash (see :mod:`mmroute.features.cache`).
 """
 
 from __future__ import annotations
