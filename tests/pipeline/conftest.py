@@ -1,14 +1,32 @@
-"""Pipeline tests: MLflow's in-process state must not leak from one test's store into the next."""
+"""Pipeline tests: each test gets its own MLflow store, and no MLflow state leaks between tests.
+
+Creating a SQLite tracking store runs MLflow's schema migrations (seconds); a template store is
+built once per session and copied into each test's ``tmp_path`` instead.
+"""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
 
+@pytest.fixture(scope="session")
+def _template_store(tmp_path_factory):
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _fresh_mlflow_state(monkeypatch):
+def _fresh_mlflow_state(monkeypatch, tmp_path, _template_store):
     import mlflow
 
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_template_store, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; each test has its own store.
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
