@@ -7,6 +7,7 @@ built once per session and copied into each test's ``tmp_path`` instead.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import pytest
 
@@ -26,6 +27,11 @@ def _fresh_mlflow_state(monkeypatch, tmp_path, _template_store):
 
     db = tmp_path / "mlflow.db"
     shutil.copyfile(_template_store, db)
+    # MLflow fixed the Default experiment's artifact location when the template was created; point
+    # the copy at this test's directory so nothing lands in the template's (or the repo's) mlruns.
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    ((tmp_path / "mlruns" / "0").as_uri(),))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; each test has its own store.
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
