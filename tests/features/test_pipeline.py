@@ -113,7 +113,7 @@ def test_default_cache_dir_is_resolved_at_call_time(tmp_path, monkeypatch):
     build_feature_pipeline("offline:dim=3", progress=False).fit(table)
     assert list((tmp_path / "env-cache" / "embeddings").glob("*.npy"))
     monkeypatch.delenv("MMROUTE_CACHE_DIR")
-    assert default_cache_dir() == Path(".mmroute") / "cache"
+    assert default_cache_dir() == Path.cwd() / ".mmroute"
 
 
 def test_unreadable_images_are_masked_out_under_zero(tmp_path):

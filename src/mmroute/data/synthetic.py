@@ -27,9 +27,11 @@ import shutil
 import uuid
 from pathlib import Path
 
+
 import numpy as np
 import pandas as pd
 
+from mmroute._paths import default_cache_dir
 from mmroute.data.mmrbench import MANIFEST_NAME
 from mmroute.data.synthetic_images import draw_instance_image
 from mmroute.data.synthetic_spec import (
@@ -52,12 +54,6 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1  # bump when the output for a given seed changes (invalidates caches)
 _SPEC_KEYS = {"n": "n_instances", "n_instances": "n_instances", "seed": "seed",
               "image_size": "image_size", "size": "image_size"}
-
-
-def default_cache_dir() -> Path:
-    """``$MMROUTE_CACHE_DIR`` if set, else ``./.mmroute`` (read at call time, absolute)."""
-    env = os.environ.get("MMROUTE_CACHE_DIR")
-    return Path(env).expanduser().resolve() if env else (Path.cwd() / ".mmroute")
 
 
 def is_synthetic_spec(spec: str) -> bool:

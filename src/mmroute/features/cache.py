@@ -20,17 +20,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmroute._paths import default_cache_dir
+
 __all__ = ["EmbeddingCache", "default_cache_dir", "hash_texts", "hash_image_inputs", "hash_strings"]
 
 logger = logging.getLogger(__name__)
 
 _SEP = "\x1f"
-
-
-def default_cache_dir() -> Path:
-    """``$MMROUTE_CACHE_DIR`` when set, else ``./.mmroute/cache`` (resolved at call time)."""
-    env = os.environ.get("MMROUTE_CACHE_DIR")
-    return Path(env) if env else Path(".mmroute") / "cache"
 
 
 def hash_strings(values: Sequence[str]) -> str:
