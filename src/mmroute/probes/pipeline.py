@@ -1,0 +1,297 @@
+"""The tracked probe experiment behind ``mmroute probe train``: extract, fit heads, evaluate, export.
+
+One MLflow parent run (``probe``) per call, one nested run per head. Each head run records its
+params (``probe.*``, ``data.*``, ``backbone.*``), per-epoch curves (``train_loss``, ``val_auroc``,
+... through Lightning's MLFlowLogger bound to the run), final metrics (``auroc``, ``hybrid/area``,
+``hybrid/acc_at_<h>``, ``lodo/<dataset>/auroc``, ``robust/delta_auc``, ``onnx/max_abs_diff``) and
+PNG plots (``plots/hybrid.png``, ``plots/roc.png``); the parent gets ``<head>/auroc`` and
+``<head>/hybrid_area`` for comparison, the joint plots and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmroute.data.table import OutcomeTable
+from mmroute.probes.evaluation import (auroc, delta_auc, hybrid_curve, leave_one_dataset_out,
+                                       parse_perturbations, perturb_table, plot_hybrid, plot_roc,
+                                       reference_curves)
+from mmroute.probes.train import HEADS, ProbeInputs, ProbeRouter, ProbeTrainConfig
+
+__all__ = ["ProbeExperiment", "run_probe_experiment", "select_rows"]
+
+log = logging.getLogger(__name__)
+
+READOUT_RATIOS = (0.1, 0.25, 0.5)
+
+
+@dataclass
+class ProbeExperiment:
+    """Everything one probe experiment needs (the CLI and MLproject map onto these fields)."""
+
+    table: str
+    small: str
+    large: str
+    cache: str
+    model: str | None = None
+    layer: int | None = None
+    heads: tuple[str, ...] = ("probe", "attention_probe", "relope")
+    split: str = "in"
+    train_frac: float = 0.8
+    seed: int = 0
+    sample: int | None = None
+    images: str = "warn"
+    with_images: bool = True
+    token_cap: int | None = None
+    extract_batch_size: int = 8
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    dtype: str | None = None
+    perturb: str | None = None
+    posthoc: str | None = None
+    onnx_dir: str | None = None
+    out: str | None = None
+    experiment: str | None = None
+    tracking: bool = True
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = [f"unknown head {h!r}" for h in self.heads if h not in HEADS]
+        if self.split not in ("in", "lodo"):
+            problems.append(f"split must be 'in' or 'lodo', got {self.split!r}")
+        if not 0.0 < self.train_frac < 1.0:
+            problems.append(f"train_frac must be in (0, 1), got {self.train_frac}")
+        if "posthoc_embed" in self.heads and not self.posthoc:
+            problems.append("head 'posthoc_embed' needs posthoc (a .npy of output embeddings, row-aligned)")
+        if problems:
+            raise ValueError("invalid probe experiment: " + "; ".join(problems) + f"; heads: {sorted(HEADS)}")
+
+
+def select_rows(table: OutcomeTable, small: str, large: str, sample: int | None, seed: int) -> np.ndarray:
+    """Rows with both outcomes present, optionally a seeded sample of ``sample`` of them (sorted)."""
+    for name in (small, large):
+        if name not in table.models:
+            raise KeyError(f"model {name!r} is not in the table; it has {list(table.models)}")
+    correct = table.correct[:, [table.models.index(small), table.models.index(large)]]
+    rows = np.flatnonzero(~np.isnan(correct).any(axis=1))
+    if sample is not None and sample < rows.size:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=sample, replace=False))
+    return rows
+
+
+def _extract(cfg: ProbeExperiment, table: OutcomeTable, cache_dir: str | Path, backbone: Any, builder: Any) -> Any:
+    from mmroute.probes.extract import extract_hidden_states
+
+    if cfg.layer is None:
+        raise ValueError("layer is required to extract hidden states")
+    return extract_hidden_states(backbone, builder, table, cache_dir, layer=cfg.layer,
+                                 with_images=cfg.with_images, batch_size=cfg.extract_batch_size,
+                                 accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+                                 info={"model": cfg.model or type(backbone).__name__,
+                                       "token_cap": cfg.token_cap})
+
+
+def _log_head_run(name: str, metrics: dict[str, float], figs: dict[str, Any], params: dict[str, Any]) -> None:
+    import mlflow
+
+    from mmroute.tracking import finite_metrics, log_params
+
+    log_params(params)
+    mlflow.log_metrics(finite_metrics(metrics))
+    for fname, fig in figs.items():
+        mlflow.log_figure(fig, f"plots/{fname}.png")
+
+
+def run_probe_experiment(cfg: ProbeExperiment, *, table: OutcomeTable | None = None, backbone: Any = None,
+                         builder: Any = None) -> dict[str, Any]:
+    """Run the experiment; returns a JSON-friendly summary (also written to ``cfg.out``/summary.json).
+
+    ``table``, ``backbone`` and ``builder`` may be passed in (tests, notebooks); otherwise they are
+    loaded from ``cfg.table`` and ``cfg.model``.
+    """
+    from mmroute.probes.cache import HiddenStateCache
+
+    if table is None:
+        from mmroute.data import load_table
+
+        table = load_table(cfg.table, images=cfg.images)
+    n_rows = table.n_instances
+    rows = select_rows(table, cfg.small, cfg.large, cfg.sample, cfg.seed)
+    table = table.subset(rows)
+    needs_backbone = (not (Path(cfg.cache) / "meta.json").is_file() or "relope" in cfg.heads or bool(cfg.perturb))
+    if needs_backbone and backbone is None:
+        if not cfg.model:
+            raise ValueError("model (backbone name or path) is required to extract states or train relope")
+        from mmroute.probes.inputs import load_backbone
+
+        backbone, builder = load_backbone(cfg.model, token_cap=cfg.token_cap, dtype=cfg.dtype)
+    cache = (_extract(cfg, table, cfg.cache, backbone, builder) if backbone is not None and builder is not None
+             else HiddenStateCache(cfg.cache))
+    missing = [i for i in table.ids if i not in cache]
+    if missing:
+        raise ValueError(f"cache {cfg.cache} lacks {len(missing)} of the {table.n_instances} selected instances "
+                         f"(e.g. {missing[:3]}); extract them first (same table, sample and seed)")
+    ids = [str(i) for i in table.ids]
+    small = table.correct[:, table.models.index(cfg.small)]
+    large = table.correct[:, table.models.index(cfg.large)]
+    posthoc = None
+    if cfg.posthoc:
+        full = np.load(cfg.posthoc)
+        if full.ndim != 2 or full.shape[0] != n_rows:
+            raise ValueError(f"{cfg.posthoc}: expected output embeddings of shape ({n_rows}, d), row-aligned "
+                             f"with the table, got {full.shape}")
+        posthoc = full[rows]
+    inputs = ProbeInputs(ids, cache, posthoc)
+    if cfg.split == "in":
+        from mmroute.data import split_in
+
+        train_idx, test_idx = split_in(table, cfg.train_frac, cfg.seed)
+        splits = [("in", np.asarray(train_idx), np.asarray(test_idx))]
+    else:
+        splits = leave_one_dataset_out(table.datasets)
+    perturbations = parse_perturbations(cfg.perturb) if cfg.perturb else []
+
+    summary: dict[str, Any] = {"n_instances": table.n_instances, "small": cfg.small, "large": cfg.large,
+                               "layer": cache.layer, "split": cfg.split,
+                               "small_accuracy": float(small.mean()), "large_accuracy": float(large.mean()),
+                               "heads": {}}
+    out_dir = Path(cfg.out) if cfg.out else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        parent = None
+        if cfg.tracking:
+            import mlflow
+
+            from mmroute.tracking import run_tags, setup_tracking
+
+            setup_tracking(cfg.experiment)
+            parent = stack.enter_context(mlflow.start_run(run_name="probe"))
+            mlflow.set_tags(run_tags(step="probe", extra={"mmroute.probe.small": cfg.small}))
+            from mmroute.tracking import log_params
+
+            log_params({"data": {"spec": cfg.table, "hash": table.content_hash(), "n": table.n_instances},
+                        "backbone": {"model": cfg.model or cache.meta.get("model"), "layer": cache.layer,
+                                     "token_cap": cfg.token_cap},
+                        "split": {"kind": cfg.split, "train_frac": cfg.train_frac, "seed": cfg.seed},
+                        "probe": {"small": cfg.small, "large": cfg.large, "heads": list(cfg.heads)}})
+        all_scores: dict[str, np.ndarray] = {}
+        curves: dict[str, Any] = {}
+        eval_rows = np.concatenate([s[2] for s in splits])
+        for head in cfg.heads:
+            tc = ProbeTrainConfig(head=head, seed=cfg.seed, accelerator=cfg.accelerator, **cfg.train)
+            head_ctx = nullcontext()
+            logger = None
+            if parent is not None:
+                import mlflow
+
+                from mmroute.tracking import run_logger
+
+                head_ctx = mlflow.start_run(run_name=head, nested=True)
+            with head_ctx as run:
+                if run is not None:
+                    logger = run_logger(run.info.run_id)
+                scores = np.full(table.n_instances, np.nan)
+                metrics: dict[str, float] = {}
+                fitted = None
+                for name, tr, te in splits:
+                    router = ProbeRouter(tc).fit(inputs.subset(tr), small[tr], backbone=backbone, logger=logger)
+                    scores[te] = router.predict_proba(inputs.subset(te))
+                    if cfg.split == "lodo":
+                        metrics[f"lodo/{name}/auroc"] = auroc(small[te], scores[te])
+                    fitted = router
+                s, y, yl = scores[eval_rows], small[eval_rows], large[eval_rows]
+                curve = hybrid_curve(s, y, yl)
+                metrics.update({"auroc": auroc(y, s), "hybrid/area": curve.area,
+                                **{f"hybrid/acc_at_{h:g}": curve.at(h) for h in READOUT_RATIOS}})
+                if cfg.split == "lodo":
+                    metrics["lodo/mean_auroc"] = float(np.nanmean([v for k, v in metrics.items()
+                                                                   if k.startswith("lodo/")]))
+                if perturbations and cfg.split == "in":
+                    metrics.update(_robustness(cfg, table, splits[0][2], fitted, inputs, small, backbone, builder,
+                                               metrics["auroc"]))
+                if cfg.onnx_dir and cfg.split == "in":
+                    metrics["onnx/max_abs_diff"] = _export(cfg, head, fitted, cache, run is not None)
+                all_scores[head], curves[head] = s, curve
+                refs = reference_curves(y, yl)
+                figs = {"hybrid": plot_hybrid({head: curve}, references=refs, small_name=cfg.small,
+                                              large_name=cfg.large),
+                        "roc": plot_roc({head: s}, y)}
+                if run is not None:
+                    _log_head_run(head, metrics, figs, {"probe": tc.to_dict(), "probe.head": head})
+                summary["heads"][head] = {**{k: round(v, 6) for k, v in metrics.items()},
+                                          "epochs": fitted.epochs_, "best_epoch": fitted.best_epoch_,
+                                          "hybrid_curve": [round(float(a), 5) for a in curve.accuracy[::10]]}
+        refs = reference_curves(small[eval_rows], large[eval_rows])
+        summary["references"] = {k: round(v.area, 6) for k, v in refs.items()}
+        fig = plot_hybrid(curves, references=refs, small_name=cfg.small, large_name=cfg.large)
+        roc = plot_roc(all_scores, small[eval_rows])
+        if parent is not None:
+            import mlflow
+
+            mlflow.log_metrics({f"{h}/auroc": v["auroc"] for h, v in summary["heads"].items()
+                                if np.isfinite(v["auroc"])})
+            mlflow.log_metrics({f"{h}/hybrid_area": v["hybrid/area"] for h, v in summary["heads"].items()})
+            mlflow.log_figure(fig, "plots/hybrid.png")
+            mlflow.log_figure(roc, "plots/roc.png")
+            mlflow.log_dict(summary, "summary.json")
+            summary["run_id"] = parent.info.run_id
+        if out_dir:
+            fig.savefig(out_dir / "hybrid.png", dpi=120)
+            roc.savefig(out_dir / "roc.png", dpi=120)
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _robustness(cfg: ProbeExperiment, table: OutcomeTable, test_rows: np.ndarray, router: ProbeRouter,
+                inputs: ProbeInputs, small: np.ndarray, backbone: Any, builder: Any,
+                clean: float) -> dict[str, float]:
+    """Re-extract the test rows with perturbed images and score them with the fitted head."""
+    test = table.subset(test_rows)
+    if not test.has_images.any():
+        log.warning("no test instance has an image; skipping the perturbation robustness check")
+        return {}
+    root = Path(cfg.cache) / "perturbed"
+    out, aucs = {}, []
+    for kind, strength in parse_perturbations(cfg.perturb or ""):
+        tag = f"{kind}-{strength:g}"
+        perturbed = perturb_table(test, kind, strength, root / "images", seed=cfg.seed)
+        cache = _extract(cfg, perturbed, root / tag, backbone, builder)
+        pin = ProbeInputs([str(i) for i in test.ids], cache,
+                          None if inputs.embeddings is None else inputs.embeddings[test_rows])
+        value = auroc(small[test_rows], router.predict_proba(pin))
+        out[f"robust/{tag}/auroc"] = value
+        aucs.append(value)
+    out["robust/delta_auc"] = delta_auc(clean, aucs)
+    return out
+
+
+def _export(cfg: ProbeExperiment, head: str, router: ProbeRouter, cache: Any, tracked: bool) -> float:
+    from mmroute.probes.export import export_probe, onnx_inputs_for
+
+    d = router.d_in_
+    example = onnx_inputs_for(head, d, position_rows=cache.position_rows, seed=cfg.seed)
+    info = export_probe(head, router.net_, Path(cfg.onnx_dir) / f"{head}.onnx", example)
+    if tracked:
+        import mlflow
+
+        mlflow.log_artifact(info["path"], artifact_path="onnx")
+    return info["max_abs_diff"]
+
+
+def experiment_from_dict(values: dict[str, Any]) -> ProbeExperiment:
+    """Build a :class:`ProbeExperiment`, naming unknown keys."""
+    known = {f.name for f in dataclasses.fields(ProbeExperiment)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown probe experiment fields {unknown}; valid: {sorted(known)}")
+    return ProbeExperiment(**values)

@@ -1,0 +1,147 @@
+"""Tiny random backbones, a word-level tokenizer and small outcome tables for the probe tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from mmroute.data.table import OutcomeTable
+
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "what", "is", "two", "plus", "three", "red",
+         "blue", "green", "image", "shows", "how", "many", "why", "sky", "number", "answer", "question"]
+
+
+def word_tokenizer(model_max_length: int = 64):
+    """A fast word-level tokenizer over WORDS (offline; no tokenizer files needed)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[BOS]", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   bos_token="[BOS]", model_max_length=model_max_length)
+
+
+def tiny_qwen2(n_layers: int = 4, hidden: int = 32, seed: int = 0, vocab: int = 64):
+    from transformers import Qwen2Config, Qwen2Model
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, pad_token_id=0, bos_token_id=2, eos_token_id=2,
+                      attn_implementation="sdpa")
+    return Qwen2Model(cfg).eval()
+
+
+def tiny_bert(n_layers: int = 3, hidden: int = 32, seed: int = 0, vocab: int = 64):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                     num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=128,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertModel(cfg).eval()
+
+
+IMAGE_TOKEN, VSTART, VEND = 60, 58, 59
+
+
+def tiny_qwen2_vl(n_layers: int = 3, hidden: int = 32, seed: int = 0, family: str = "qwen2_vl"):
+    """A Qwen2-VL (or Qwen2.5-VL) built from its config: 2x2 patches, merge 2, 3-D M-RoPE."""
+    import transformers
+
+    torch.manual_seed(seed)
+    text = dict(vocab_size=64, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                pad_token_id=0, bos_token_id=2, eos_token_id=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]})
+    if family == "qwen2_vl":
+        vision = dict(depth=1, embed_dim=16, hidden_size=hidden, num_heads=2, patch_size=2,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        cfg_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLModel
+    else:
+        vision = dict(depth=1, hidden_size=16, out_hidden_size=hidden, intermediate_size=32, num_heads=2,
+                      patch_size=2, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                      window_size=8, fullatt_block_indexes=[0])
+        cfg_cls, model_cls = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLModel
+    cfg = cfg_cls(text_config=text, vision_config=vision, image_token_id=IMAGE_TOKEN, video_token_id=61,
+                  vision_start_token_id=VSTART, vision_end_token_id=VEND)
+    model = model_cls(cfg).eval()
+    model.config._attn_implementation = "sdpa"
+    return model
+
+
+class HandVLInputs:
+    """Qwen2-VL inputs built by hand (no processor files offline): words -> ids, and for items with
+    an image, a vision block of 4 image tokens (one 4x4 patch grid merged 2x2) before the text."""
+
+    def __init__(self, token_cap: int | None = None) -> None:
+        self.vocab = {w: i + 3 for i, w in enumerate(WORDS)}
+        self.token_cap = token_cap
+
+    def __call__(self, items):
+        seqs, pixels, grids = [], [], []
+        for it in items:
+            words = [self.vocab.get(w, 1) for w in it["text"].split()][: self.token_cap]
+            ids = [2]
+            if it["image"] is not None:
+                ids += [VSTART] + [IMAGE_TOKEN] * 4 + [VEND]
+                seed = sum(map(ord, str(it["image"])))
+                pixels.append(torch.randn(16, 3 * 2 * 2 * 2, generator=torch.Generator().manual_seed(seed)))
+                grids.append([1, 4, 4])
+            seqs.append(ids + words)
+        width = max(map(len, seqs))
+        input_ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            input_ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        out = {"input_ids": input_ids, "attention_mask": mask,
+               "mm_token_type_ids": (input_ids == IMAGE_TOKEN).int()}
+        if pixels:
+            out["pixel_values"] = torch.cat(pixels)
+            out["image_grid_thw"] = torch.tensor(grids)
+        return out
+
+
+def tiny_table(n: int = 24, seed: int = 0, images: bool = False, n_datasets: int = 2) -> OutcomeTable:
+    """Questions of 3..12 words; 'small' is correct on questions mentioning 'cat' or 'red' (plus noise)."""
+    rng = np.random.default_rng(seed)
+    qs = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 13)))) for _ in range(n)]
+    signal = np.array([("cat" in q.split()) or ("red" in q.split()) for q in qs], dtype=float)
+    small = np.where(rng.random(n) < 0.85, signal, 1 - signal)
+    large = np.where(rng.random(n) < 0.9, 1.0, 0.0)
+    correct = np.stack([small, large], axis=1)
+    cost = np.stack([np.full(n, 0.1), np.full(n, 1.0)], axis=1)
+    paths = np.array([f"img-{i}.png" if images and i % 2 == 0 else "" for i in range(n)], dtype=object)
+    return OutcomeTable(ids=[f"q{i}" for i in range(n)], datasets=[f"d{i % n_datasets}" for i in range(n)],
+                        questions=qs, models=("small", "large"), correct=correct, cost=cost,
+                        image_paths=paths if images else None)
+
+
+def synthetic_cache(path, n: int = 160, d: int = 32, seed: int = 0, layer: int = 2, position_rows: int = 1):
+    """A cache whose token states carry the label: ``y`` shifts dimension 0 of every token by 3.
+
+    Returns ``(cache, ids, labels)``; lengths vary from 3 to 9 tokens.
+    """
+    from safetensors.torch import save_file
+
+    from mmroute.probes.cache import HiddenStateCache, finalize_cache
+
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=g) < 0.5).float()
+    lengths = torch.randint(3, 10, (n,), generator=g)
+    states = [torch.randn(int(t), d, generator=g) for t in lengths]
+    for s, y in zip(states, labels):
+        s[:, 0] += 3.0 * float(y)
+    ids = [f"s{i}" for i in range(n)]
+    flat = torch.cat(states)
+    pos = torch.cat([torch.arange(int(t)) for t in lengths]).expand(position_rows, -1).contiguous()
+    save_file({"lengths": lengths.long(), "states": flat.half(), "attention_mask": torch.ones(len(flat), dtype=torch.uint8),
+               "position_ids": pos, "last": torch.stack([s[-1] for s in states]).half()},
+              str(path / "shard-r000-00000.safetensors"), metadata={"ids": json.dumps(ids)})
+    finalize_cache(path, ids, {"layer": layer})
+    return HiddenStateCache(path), ids, labels.numpy()
