@@ -118,6 +118,7 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
         failed: dict[str, str] = {}
         for name in names:
             _start(name, nested=True, system_metrics=cfg.system_metrics)
+            mlflow.set_tag("mmroute.router", name)  # first, so even a router that fails to build is findable
             try:
                 done.append(train_in_active_run(name, cfg, prepared, step=f"{step}-child",
                                                 features_uri=features_uri))
@@ -206,8 +207,10 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
         features = pipeline.transform(table)
         kwargs = {"correct": table.correct, "cost": table.cost} if getattr(router, "needs_outcomes", False) else {}
         perf, cost = router.predict(features, **kwargs)
+        # Same call as fit_and_evaluate, so re-scoring the run's own test rows reproduces its metrics.
+        datasets = table.datasets if len(table.dataset_names) > 1 else None
         results = {rule: evaluate_predictions(perf, cost, table.correct, table.cost, rule=rule,
-                                              datasets=table.datasets, models=table.models)
+                                              datasets=datasets, models=table.models)
                    for rule in meta.get("rules", ["budget", "tradeoff"])}
         metrics: dict[str, float] = {}
         for rule, res in results.items():
