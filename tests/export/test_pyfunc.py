@@ -9,18 +9,15 @@ import pytest
 from mmroute.export import router_input
 from mmroute.export.onnx_router_model import decide
 from mmroute.export.pyfunc import input_frame, predict_frame_arrays, save_router_model
-from mmroute.routers.neural import MLPRouter
 
 MODELS = ["small", "medium", "large"]
 
 
 @pytest.fixture(scope="module")
-def saved(tiny_data, tmp_path_factory):
-    """An mlp router saved as an MLflow model directory, with the rows used to check it."""
-    features, correct, cost = tiny_data
-    router = MLPRouter(hidden=(16,), max_epochs=2, val_fraction=0.0, enable_progress_bar=False)
-    router.fit(features.subset(np.arange(160)), correct[:160], cost[:160])
-    held_out = features.subset(np.arange(160, 240))
+def saved(tiny_data, fitted, tmp_path_factory):
+    """A fitted linear_mf router saved as an MLflow model directory, with the rows that check it."""
+    router = fitted("linear_mf")
+    held_out = tiny_data[0].subset(np.arange(160, 240))
     path = tmp_path_factory.mktemp("pyfunc") / "model"
     result = save_router_model(router, held_out, MODELS, path,
                                feature_info={"spec": "offline", "fusion": "mean"})
@@ -45,7 +42,7 @@ def test_metadata_records_models_width_and_features(saved):
     meta = json.loads(next(saved[2].rglob("router_meta.json")).read_text())
     assert meta["models"] == MODELS and meta["input_width"] == 20
     assert meta["input_layout"] == [["fused", 20]] and meta["features"]["spec"] == "offline"
-    assert meta["export"]["max_abs_diff_perf"] <= 1e-4 and meta["router"] == "mlp"
+    assert meta["export"]["max_abs_diff_perf"] <= 1e-4 and meta["router"] == "linear_mf"
 
 
 def test_predictions_match_router_and_decision_rules(saved, loaded):

@@ -27,6 +27,26 @@ def test_knn_graph_matches_brute_force_cosine_and_euclidean(rng):
         np.testing.assert_allclose(c, cost[idx].mean(1), atol=1e-6)
 
 
+def test_knn_graph_ignores_missing_outcomes_and_falls_back(rng):
+    train = rng.normal(size=(30, 4))
+    perf = rng.random((30, 2))
+    perf[::2, 0] = np.nan          # model 0 observed on odd rows only
+    perf[:, 1] = np.nan            # model 1 never observed
+    cost = rng.random((30, 2))
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    graph = knn_mean_graph(train, perf, cost, 5, perf_fallback=np.array([0.3, 0.7]),
+                           cost_fallback=np.zeros(2))
+    p, c = run_onnx(graph.SerializeToString(), x)
+    xd = x.astype(np.float64)
+    sim = (xd / np.linalg.norm(xd, axis=1, keepdims=True)) @ (train / np.linalg.norm(train, axis=1, keepdims=True)).T
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :5]
+    picked = perf[idx, 0]
+    expected0 = np.where(np.isnan(picked).all(1), 0.3, np.nanmean(np.where(np.isnan(picked), np.nan, picked), 1))
+    np.testing.assert_allclose(p[:, 0], expected0, atol=1e-6)
+    np.testing.assert_allclose(p[:, 1], 0.7, atol=1e-6)
+    np.testing.assert_allclose(c, cost[idx].mean(1), atol=1e-6)
+
+
 def test_knn_graph_rejects_bad_metric_and_shapes(rng):
     with pytest.raises(ValueError, match="unsupported metric 'manhattan'"):
         knn_mean_graph(rng.normal(size=(4, 2)), np.zeros((4, 1)), np.zeros((4, 1)), 2, metric="manhattan")
