@@ -67,8 +67,10 @@ def test_each_command_is_a_thin_cli_call_that_parses(project, name):
     # Substitute the defaults exactly as `mlflow run` does (shell-quoted), then parse with our CLI.
     required = {k: "0123abcd" for k, p in entry.parameters.items() if p.default is None}
     command = entry.compute_command(required, storage_dir=None)
-    first = command.split("&&")[0]
-    argv = shlex.split(first)
+    # The mmroute call: the first `python -m mmroute` segment of the shell command.
+    segments = [shlex.split(part) for part in re.split(r"&&|;", command)]
+    argv = next(seg for seg in segments if seg[:3] == ["python", "-m", "mmroute"])
+    argv = [a.replace('"$out"', "x.npz").replace("$out", "x.npz") for a in argv]
     assert argv[:3] == ["python", "-m", "mmroute"] and argv[3] == SUBCOMMAND[name]
     args = build_parser().parse_args(argv[3:])
     assert callable(args.func)
