@@ -1,0 +1,324 @@
+"""Non-parametric routers: ``random``, ``oracle``, ``knn``, ``kmeans`` and ``kmeans_adaptive``.
+
+These follow the MMR-Bench reference routers (its ``RandomRouter``, ``OracleRouter``,
+``KNNRouter``, ``KMeansRouter`` and ``KMeansRouterNew``) with the same defaults: k = 50 cosine
+neighbours, 20 clusters with ``KMeans(random_state=seed, n_init="auto")``. Differences, on
+purpose: missing outcomes (NaN) are ignored per model when averaging (the reference fills them
+with column means first), and an average over no observed value falls back to the model's
+training mean instead of NaN. ``random`` scores instances with seeded uniform draws (the reference
+draws random assignments inside its own evaluation; here the shared decision rules do that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from mmroute.features.types import Features
+from mmroute.routers.base import Router, register_router
+from mmroute.routers.regression import _ValidatedConfig
+
+__all__ = ["RandomConfig", "RandomRouter", "OracleConfig", "OracleRouter", "KNNConfig", "KNNRouter",
+           "KMeansConfig", "KMeansRouter", "KMeansAdaptiveConfig", "KMeansAdaptiveRouter",
+           "masked_column_means", "masked_group_means", "KNN_METRICS"]
+
+log = logging.getLogger(__name__)
+
+KNN_METRICS = ("cosine", "euclidean")
+
+
+def masked_column_means(y: np.ndarray) -> np.ndarray:
+    """Mean of each column over its observed (non-NaN) rows, shape (M,); 0 for an empty column."""
+    observed = ~np.isnan(y)
+    counts = observed.sum(axis=0)
+    sums = np.where(observed, y, 0.0).sum(axis=0)
+    return np.divide(sums, counts, out=np.zeros(y.shape[1]), where=counts > 0)
+
+
+def masked_group_means(y: np.ndarray, groups: np.ndarray, n_groups: int, fallback: np.ndarray
+                       ) -> np.ndarray:
+    """Per-group, per-column mean over observed rows, shape (n_groups, M).
+
+    ``groups`` (n,) holds group ids in ``[0, n_groups)``; a (group, column) with no observed row
+    takes ``fallback[column]``.
+    """
+    observed = ~np.isnan(y)
+    sums = np.zeros((n_groups, y.shape[1]))
+    counts = np.zeros((n_groups, y.shape[1]))
+    np.add.at(sums, groups, np.where(observed, y, 0.0))
+    np.add.at(counts, groups, observed.astype(np.float64))
+    return np.where(counts > 0, sums / np.maximum(counts, 1.0), fallback[None, :])
+
+
+def neighbour_means(values: np.ndarray, idx: np.ndarray, fallback: np.ndarray,
+                    ks: Sequence[int] | None = None) -> np.ndarray | dict[int, np.ndarray]:
+    """Mean of ``values`` (n_train, M) over each row's first k neighbours in ``idx`` (n, K),
+    ignoring NaN; where all of them miss a model, that model's ``fallback`` value.
+
+    Returns (n, M) for k = K, or with ``ks`` a dict k -> (n, M) for each k <= K, in one pass:
+    sums grow by one sparse (n, n_train) product per band of neighbour ranks, never
+    materialising the (n, K, M) gather (1 GB at 10k rows, K = 400, M = 30).
+    """
+    from scipy import sparse
+
+    n, big_k = idx.shape
+    want = [big_k] if ks is None else sorted(set(int(k) for k in ks))
+    observed = ~np.isnan(values)
+    filled = np.where(observed, values, 0.0)
+    both = np.concatenate([filled, observed.astype(np.float64)], axis=1)     # (n_train, 2M)
+    m = values.shape[1]
+    acc = np.zeros((n, 2 * m))
+    out, prev = {}, 0
+    for k in want:
+        band = idx[:, prev:k]
+        rows = np.repeat(np.arange(n), band.shape[1])
+        pick = sparse.csr_matrix((np.ones(rows.size), (rows, band.ravel())), shape=(n, len(values)))
+        acc += pick @ both
+        sums, counts = acc[:, :m], acc[:, m:]
+        out[k] = np.where(counts > 0, sums / np.maximum(counts, 1.0), fallback[None, :])
+        prev = k
+    return out[want[0]] if ks is None else out
+
+
+# --------------------------------------------------------------------------- baselines
+@dataclasses.dataclass
+class RandomConfig(_ValidatedConfig):
+    """Uniform random performance scores from ``seed``; cost = each model's training mean cost."""
+
+
+@register_router
+class RandomRouter(Router):
+    """Seeded random scores: a lower bound. Fitted: ``mean_cost_`` (M,)."""
+
+    name = "random"
+    config_class = RandomConfig
+
+    def _fit(self, features, correct, cost, **_):
+        self.mean_cost_ = masked_column_means(cost)
+
+    def _predict(self, features, **_):
+        # A fresh generator per call: the same rows always get the same scores.
+        rng = np.random.default_rng(self.config.seed)
+        n = len(features)
+        return rng.random((n, self.n_models_)), np.tile(self.mean_cost_, (n, 1))
+
+
+@dataclasses.dataclass
+class OracleConfig(_ValidatedConfig):
+    """No options: the oracle predicts the actual outcomes."""
+
+
+@register_router
+class OracleRouter(Router):
+    """The upper bound: predicts the actual outcomes passed at prediction time.
+
+    Missing actual outcomes are filled with the column mean of the rows given (as evaluation does).
+    """
+
+    name = "oracle"
+    config_class = OracleConfig
+    needs_outcomes = True
+
+    def _fit(self, features, correct, cost, **_):
+        self.fitted_rows_ = int(correct.shape[0])
+
+    def _predict(self, features, *, correct, cost):
+        correct = np.asarray(correct, dtype=np.float64)
+        cost = np.asarray(cost, dtype=np.float64)
+        expected = (len(features), self.n_models_)
+        if correct.shape != expected or cost.shape != expected:
+            raise ValueError(f"oracle: outcomes must have shape {expected}, got {correct.shape} and {cost.shape}")
+        return _fill(correct), _fill(cost)
+
+
+def _fill(a: np.ndarray) -> np.ndarray:
+    means = masked_column_means(a)
+    return np.where(np.isnan(a), means[None, :], a)
+
+
+# --------------------------------------------------------------------------- kNN
+@dataclasses.dataclass
+class KNNConfig(_ValidatedConfig):
+    """Mean outcome and cost of the ``k`` nearest training rows (``metric``: cosine or euclidean).
+
+    ``ks``: a grid; when non-empty, ``k`` is chosen by leave-one-out Brier error of the
+    performance prediction on the training rows (each row's neighbours exclude itself).
+    """
+
+    k: int = 50
+    metric: str = "cosine"
+    ks: tuple[int, ...] = ()
+
+    def problems(self) -> list[str]:
+        if isinstance(self.ks, list):
+            object.__setattr__(self, "ks", tuple(self.ks))
+        out = []
+        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
+            out.append(f"k={self.k!r} (expected an integer >= 1)")
+        if self.metric not in KNN_METRICS:
+            out.append(f"metric={self.metric!r} (expected one of {list(KNN_METRICS)})")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in self.ks):
+            out.append(f"ks={self.ks!r} (expected integers >= 1, or empty for a fixed k)")
+        return out
+
+
+@register_router
+class KNNRouter(Router):
+    """MMR-Bench ``KNNRouter``.
+
+    Fitted: ``nn_`` (sklearn ``NearestNeighbors`` on the training features), ``perf_values_`` and
+    ``cost_values_`` (n_train, M) with NaN where missing, ``k_`` (neighbours used),
+    ``perf_mean_``/``cost_mean_`` (M,) the fallbacks, ``loo_brier_`` (k -> error) when ``ks`` is set.
+    """
+
+    name = "knn"
+    config_class = KNNConfig
+
+    def _fit(self, features, correct, cost, **_):
+        from sklearn.neighbors import NearestNeighbors
+
+        c = self.config
+        n = len(features)
+        self.perf_values_, self.cost_values_ = correct.copy(), cost.copy()
+        self.perf_mean_, self.cost_mean_ = masked_column_means(correct), masked_column_means(cost)
+        self.nn_ = NearestNeighbors(metric=c.metric).fit(features.fused)
+        k = c.k
+        if c.ks:
+            k = self._select_k(features.fused, correct, sorted(set(c.ks)))
+        if k > n:
+            log.warning("knn: k=%d clipped to the %d training rows", k, n)
+        self.k_ = int(min(k, n))
+
+    def _select_k(self, x: np.ndarray, correct: np.ndarray, grid: list[int]) -> int:
+        n = len(x)
+        kmax = min(max(grid), n - 1)
+        if kmax < 1:
+            return grid[0]
+        # kmax + 1 neighbours of each training row, itself dropped (duplicates keep one copy).
+        idx = self.nn_.kneighbors(x, n_neighbors=kmax + 1, return_distance=False)
+        own = idx == np.arange(n)[:, None]
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), kmax)
+        keep = np.ones_like(idx, dtype=bool)
+        keep[np.arange(n), drop] = False
+        idx = idx[keep].reshape(n, kmax)
+        observed = ~np.isnan(correct)
+        self.loo_brier_ = {}
+        # Grid values beyond the n - 1 other rows all mean "every other row".
+        grid = sorted(set(min(k, kmax) for k in grid))
+        preds = neighbour_means(correct, idx, self.perf_mean_, ks=grid)
+        for k in grid:
+            self.loo_brier_[k] = float(np.mean((preds[k] - correct)[observed] ** 2))
+        best = min(self.loo_brier_, key=self.loo_brier_.get)
+        log.info("knn: k=%d chosen by leave-one-out Brier %s", best,
+                 {k: round(v, 5) for k, v in self.loo_brier_.items()})
+        return best
+
+    def selected_options(self) -> dict[str, object]:
+        """Options that refit this router with the hyper-parameters it selected (for ensembles'
+        out-of-fold refits: the leave-one-out choice of ``k`` is made once, on all rows)."""
+        self.check_fitted()
+        return {"k": self.k_, "ks": ()}
+
+    def _predict(self, features, **_):
+        idx = self.nn_.kneighbors(features.fused, n_neighbors=self.k_, return_distance=False)
+        return (neighbour_means(self.perf_values_, idx, self.perf_mean_),
+                neighbour_means(self.cost_values_, idx, self.cost_mean_))
+
+
+# --------------------------------------------------------------------------- k-means
+@dataclasses.dataclass
+class KMeansConfig(_ValidatedConfig):
+    """Per-cluster mean outcomes and costs of ``n_clusters`` k-means clusters (seeded by ``seed``)."""
+
+    n_clusters: int = 20
+
+    def problems(self) -> list[str]:
+        v = self.n_clusters
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            return [f"n_clusters={v!r} (expected an integer >= 1)"]
+        return []
+
+
+@register_router
+class KMeansRouter(Router):
+    """MMR-Bench ``KMeansRouter``.
+
+    Fitted: ``kmeans_`` (sklearn ``KMeans``), ``perf_centers_`` and ``cost_centers_``
+    (n_clusters, M) the per-cluster means over observed outcomes.
+    """
+
+    name = "kmeans"
+    config_class = KMeansConfig
+
+    def _inputs(self, features: Features, *, fit: bool) -> np.ndarray:
+        return features.fused
+
+    def _fit(self, features, correct, cost, **_):
+        from sklearn.cluster import KMeans
+
+        x = self._inputs(features, fit=True)
+        k = min(self.config.n_clusters, len(x))
+        if k != self.config.n_clusters:
+            log.warning("%s: n_clusters=%d clipped to the %d training rows", self.name,
+                        self.config.n_clusters, len(x))
+        self.kmeans_ = KMeans(n_clusters=k, random_state=self.config.seed, n_init="auto")
+        labels = self.kmeans_.fit_predict(x)
+        self.perf_centers_ = masked_group_means(correct, labels, k, masked_column_means(correct))
+        self.cost_centers_ = masked_group_means(cost, labels, k, masked_column_means(cost))
+
+    def _predict(self, features, **_):
+        labels = self.kmeans_.predict(self._inputs(features, fit=False))
+        return self.perf_centers_[labels], self.cost_centers_[labels]
+
+
+@dataclasses.dataclass
+class KMeansAdaptiveConfig(KMeansConfig):
+    """``kmeans`` on adaptively fused text and image features (MMR-Bench ``kmeansnew``).
+
+    The fusion's statistics are fitted on the training rows; ``temperature`` and ``norm_weight``
+    are :class:`~mmroute.features.fusion.AdaptiveFusion`'s (the reference's eta = 5 is a
+    temperature of 0.2). Without an image modality this is exactly ``kmeans``.
+    """
+
+    temperature: float = 0.2
+    norm_weight: float = 0.5
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not self.temperature > 0:
+            out.append(f"temperature={self.temperature!r} (expected > 0)")
+        if not 0 <= self.norm_weight <= 1:
+            out.append(f"norm_weight={self.norm_weight!r} (expected in [0, 1])")
+        return out
+
+
+@register_router
+class KMeansAdaptiveRouter(KMeansRouter):
+    """k-means on :class:`~mmroute.features.fusion.AdaptiveFusion` of ``features.text`` and
+    ``features.image``. Fitted: ``fusion_`` (None when there was no image modality), plus kmeans'."""
+
+    name = "kmeans_adaptive"
+    config_class = KMeansAdaptiveConfig
+
+    def _inputs(self, features: Features, *, fit: bool) -> np.ndarray:
+        from mmroute.features.fusion import AdaptiveFusion
+
+        if fit:
+            has_images = (features.text is not None and features.image is not None
+                          and (features.image_mask is None or bool(features.image_mask.any())))
+            self.fusion_ = None
+            if has_images:
+                self.fusion_ = AdaptiveFusion(temperature=self.config.temperature,
+                                              norm_weight=self.config.norm_weight)
+                self.fusion_.fit(features.text, features.image, features.image_mask)
+            else:
+                log.info("kmeans_adaptive: no image modality in training; clustering the fused features")
+        if self.fusion_ is None:
+            return features.fused
+        if features.text is None:
+            raise ValueError("kmeans_adaptive was fitted with text and image features; "
+                             "these features have no text modality")
+        return self.fusion_.transform(features.text, features.image, features.image_mask)
