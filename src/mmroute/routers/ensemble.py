@@ -1,0 +1,149 @@
+"""``ensemble``: a convex blend of registered routers, weighted on the training rows only.
+
+Why. On noisy per-query outcomes no single smoother wins: a global linear model (``linear``)
+and a local average (``knn``) make different errors, and their average is better calibrated than
+either. Everything the blend learns comes from the training rows:
+
+1. each member's own regularisation is chosen inside its fit on the rows it is given
+   (``linear``: per-model ridge penalty by leave-one-out over ``alphas``; ``knn``: ``k`` by
+   leave-one-out Brier over ``ks``);
+2. out-of-fold predictions of every member on the training rows (``n_folds``-fold, seeded;
+   a member exposing ``selected_options()`` is refitted in the folds with the hyper-parameters
+   it selected on all training rows, e.g. ``knn``'s ``k``) give the blend weights: non-negative, summing to one, minimising the squared error over the
+   observed outcomes (performance) and costs (cost), separately;
+3. prediction is the weighted sum of the members fitted on all training rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from mmroute.features.types import Features
+from mmroute.routers.base import Router, create_router, register_router, router_class
+from mmroute.routers.regression import _ValidatedConfig, ridge_problems
+
+__all__ = ["EnsembleConfig", "EnsembleRouter", "simplex_least_squares"]
+
+log = logging.getLogger(__name__)
+
+
+def simplex_least_squares(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Weights w >= 0, sum(w) = 1 minimising ||preds @ w - target||^2.
+
+    preds : (n, p) one column per member; target : (n,). Returns (p,).
+    """
+    from scipy.optimize import minimize
+
+    p = preds.shape[1]
+    if p == 1:
+        return np.ones(1)
+    # Scale so the optimiser's tolerances mean the same whatever the units (costs are ~1e-3).
+    scale = float(np.abs(target).mean()) or 1.0
+    a, b = preds / scale, target / scale
+    gram, lin = a.T @ a / len(b), a.T @ b / len(b)
+    res = minimize(lambda w: w @ gram @ w - 2 * lin @ w, np.full(p, 1.0 / p),
+                   jac=lambda w: 2 * (gram @ w - lin), bounds=[(0.0, 1.0)] * p,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(p)}],
+                   method="SLSQP")
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum() if w.sum() > 0 else np.full(p, 1.0 / p)
+
+
+@dataclasses.dataclass
+class EnsembleConfig(_ValidatedConfig):
+    """Blend of ``members`` (registered router names) with weights from ``n_folds`` out-of-fold
+    predictions on the training rows. ``alphas`` / ``ks`` are handed to members whose config has
+    that field (their own leave-one-out selection); ``seed`` to all members and the folds."""
+
+    members: tuple[str, ...] = ("linear", "knn")
+    alphas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+    ks: tuple[int, ...] = (25, 50, 100, 200, 400)
+    n_folds: int = 5
+
+    def problems(self) -> list[str]:
+        for name in ("members", "alphas", "ks"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        out = ridge_problems(1.0, self.alphas)
+        if not self.members:
+            out.append("members=() (expected at least one router name)")
+        from mmroute.routers.base import list_routers
+
+        known = list_routers()
+        bad = [m for m in self.members if m not in known or m in ("ensemble", "oracle")]
+        if bad:
+            valid = [m for m in known if m not in ("ensemble", "oracle")]
+            out.append(f"members {bad} are not blendable routers; valid: {valid}")
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in self.ks):
+            out.append(f"ks={self.ks!r} (expected integers >= 1)")
+        if not isinstance(self.n_folds, (int, np.integer)) or isinstance(self.n_folds, bool) or self.n_folds < 2:
+            out.append(f"n_folds={self.n_folds!r} (expected an integer >= 2)")
+        return out
+
+
+@register_router
+class EnsembleRouter(Router):
+    """Convex blend of member routers.
+
+    Fitted: ``members_`` (fitted routers, in ``config.members`` order), ``perf_weights_`` and
+    ``cost_weights_`` (n_members,), ``oof_perf_mse_`` (member name -> out-of-fold error, and
+    ``"blend"``).
+    """
+
+    name = "ensemble"
+    config_class = EnsembleConfig
+
+    def _member(self, name: str, selected: dict[str, Any] | None = None) -> Router:
+        fields = {f.name for f in dataclasses.fields(router_class(name).config_class)}
+        options: dict[str, Any] = {"seed": self.config.seed}
+        for key in ("alphas", "ks"):
+            if key in fields:
+                options[key] = getattr(self.config, key)
+        options.update(selected or {})
+        return create_router(name, **options)
+
+    def _fit(self, features, correct, cost, **_):
+        from sklearn.model_selection import KFold
+
+        c = self.config
+        n, m = correct.shape
+        n_folds = min(c.n_folds, n)
+        if n_folds < 2:
+            raise ValueError(f"ensemble needs at least 2 training rows for its folds, got {n}")
+        self.members_ = [self._member(name).fit(features, correct, cost) for name in c.members]
+        selected = [getattr(member, "selected_options", lambda: {})() for member in self.members_]
+        oof_perf = np.zeros((len(c.members), n, m))
+        oof_cost = np.zeros((len(c.members), n, m))
+        folds = KFold(n_splits=n_folds, shuffle=True, random_state=c.seed).split(np.arange(n))
+        for fold, (tr, va) in enumerate(folds):
+            for i, name in enumerate(c.members):
+                member = self._member(name, selected[i]).fit(features.subset(tr), correct[tr], cost[tr])
+                oof_perf[i, va], oof_cost[i, va] = member.predict(features.subset(va))
+            log.debug("ensemble: fold %d/%d done", fold + 1, n_folds)
+        self.perf_weights_ = _blend_weights(oof_perf, correct)
+        self.cost_weights_ = _blend_weights(oof_cost, cost)
+        observed = ~np.isnan(correct)
+        blend = np.tensordot(self.perf_weights_, oof_perf, axes=1)
+        self.oof_perf_mse_ = {name: float(np.mean((oof_perf[i] - correct)[observed] ** 2))
+                              for i, name in enumerate(c.members)}
+        self.oof_perf_mse_["blend"] = float(np.mean((blend - correct)[observed] ** 2))
+        log.info("ensemble: perf weights %s, cost weights %s, out-of-fold perf MSE %s",
+                 {k: round(float(w), 3) for k, w in zip(c.members, self.perf_weights_)},
+                 {k: round(float(w), 3) for k, w in zip(c.members, self.cost_weights_)},
+                 {k: round(v, 5) for k, v in self.oof_perf_mse_.items()})
+
+    def _predict(self, features: Features, **_):
+        preds = [member.predict(features) for member in self.members_]
+        perf = sum(w * p for w, (p, _) in zip(self.perf_weights_, preds))
+        cost = sum(w * q for w, (_, q) in zip(self.cost_weights_, preds))
+        return perf, cost
+
+
+def _blend_weights(oof: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Simplex weights of the members' out-of-fold predictions (p, n, M) against ``target`` (n, M)."""
+    observed = ~np.isnan(target)
+    return simplex_least_squares(oof[:, observed].T, target[observed])
