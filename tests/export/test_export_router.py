@@ -31,7 +31,8 @@ def test_every_trainable_router_exports_with_parity(name, fitted, held_out, tmp_
         np.testing.assert_allclose(cost, cost_ref[rows], atol=1e-4)
     if name in ("fusion_mf", "cmr", "kmeans_adaptive"):  # they read the modalities, not the fused vector
         assert result.input_layout == (("text", 12), ("image", 8), ("image_mask", 1))
-        np.testing.assert_array_equal(build_input(held_out, result.input_layout), router_input(router, held_out))
+        np.testing.assert_array_equal(build_input(held_out, result.input_layout),
+                                      router_input(router, held_out))
         # Text-only rows (no image field at all) rebuild to zeros + mask 0, as the router does.
         text_only = Features(fused=held_out.text, text=held_out.text)
         np.testing.assert_array_equal(build_input(text_only, result.input_layout),

@@ -1,4 +1,3 @@
-import mlflow
 import pytest
 from mlflow import MlflowClient
 

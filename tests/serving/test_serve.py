@@ -28,7 +28,9 @@ def _free_port() -> int:
 
 def _request(url, payload=None, timeout=30):
     """(status, body text) of a GET (payload None) or a JSON POST."""
-    data = None if payload is None else (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+    if payload is not None and not isinstance(payload, str):
+        payload = json.dumps(payload)
+    data = None if payload is None else payload.encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -56,7 +58,8 @@ def server(production_model, tmp_path_factory):
         deadline = time.monotonic() + 240
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n"
+                            f"{log_path.read_text()[-3000:]}")
             try:
                 if _request(f"{base}/ping", timeout=2)[0] == 200:
                     break
@@ -103,7 +106,8 @@ def test_good_requests_get_routing_decisions(server, production_model):
 
 
 @pytest.mark.parametrize("payload, message", [
-    ({"dataframe_records": [{"features": [0.5] * (WIDTH + 2)}]}, f"has {WIDTH + 2} values, the router expects {WIDTH}"),
+    ({"dataframe_records": [{"features": [0.5] * (WIDTH + 2)}]},
+     f"has {WIDTH + 2} values, the router expects {WIDTH}"),
     ('{"dataframe_records": [{"features": [NaN, 0, 0, 0, 0, 0]}]}', "NaN or infinite"),
     ({"dataframe_records": [{"features": [None, 0, 0, 0, 0, 0]}]}, "NaN or infinite"),
     ({"dataframe_records": [{"inputs": [0.0] * WIDTH}]}, "features"),

@@ -103,8 +103,13 @@ _UNSUPPORTED: dict[str, str] = {}
 
 def register_adapter(names: str | Sequence[str], adapter: Adapter | None = None, *,
                      unsupported: str | None = None) -> None:
-    """Declare the adapter for router ``names``, or (``unsupported=reason``) that they cannot export."""
+    """Declare the adapter for router ``names``, or (``unsupported=reason``) that they cannot export.
+
+    A name already declared is refused, so two families cannot silently claim one router.
+    """
     for name in [names] if isinstance(names, str) else names:
+        if name in _ADAPTERS or name in _UNSUPPORTED:
+            raise ValueError(f"an ONNX export for router {name!r} is already registered")
         if unsupported is not None:
             _UNSUPPORTED[name] = unsupported
         elif adapter is not None:

@@ -104,6 +104,7 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
             with tempfile.TemporaryDirectory() as tmp:
                 path = save_eval_table(Path(tmp) / Path(EVAL_TABLE_ARTIFACT).name, features, test)
                 mlflow.log_artifact(str(path), artifact_path=str(Path(EVAL_TABLE_ARTIFACT).parent))
+        worst = max(result.max_abs_diff_perf, result.max_abs_diff_cost)
         mlflow.set_tags({"mmroute.export.backend": result.backend,
-                         "mmroute.export.max_abs_diff": f"{max(result.max_abs_diff_perf, result.max_abs_diff_cost):.3g}"})
+                         "mmroute.export.max_abs_diff": f"{worst:.3g}"})
     return info, result

@@ -21,7 +21,8 @@ def modality_input(fusion, features: Features) -> np.ndarray:
     n = len(features)
     text = features.text if features.text is not None else features.fused
     if text.shape[1] != fusion.d_text_:
-        raise ValueError(f"text features have {text.shape[1]} columns, the fusion was fitted on {fusion.d_text_}")
+        raise ValueError(f"text features have {text.shape[1]} columns, the fusion was fitted on "
+                         f"{fusion.d_text_}")
     d_image = fusion.d_image_ or 0
     if features.image is None:
         image, mask = np.zeros((n, d_image), np.float32), np.zeros(n, bool)

@@ -146,7 +146,8 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
         perf, cost = self.session.run(["perf", "cost"], {"x": x})
         return perf.astype(np.float64), cost.astype(np.float64)
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}
         unknown = sorted(set(params) - {"budget", "tradeoff"})
         if unknown:

@@ -21,4 +21,5 @@ from mmroute.registry.versions import DEFAULT_METRIC, find_router_model, registe
 
 __all__ = ["DEFAULT_METRIC", "EvalTable", "PREVIOUS_PRODUCTION", "PRODUCTION", "STAGES", "STAGING",
            "PromotionRefused", "PromotionResult", "find_router_model", "load_eval_table", "promote",
-           "register_and_stage", "register_best", "rollback", "save_eval_table", "score_model", "select_run", "status"]
+           "register_and_stage", "register_best", "rollback", "save_eval_table", "score_model", "select_run",
+           "status"]

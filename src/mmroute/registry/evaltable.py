@@ -46,7 +46,8 @@ class EvalTable:
         for name in ("correct", "cost"):
             arr = np.asarray(getattr(self, name), dtype=np.float64)
             if arr.shape != shape:
-                raise ValueError(f"eval table {name} must have shape {shape} (rows x models), got {arr.shape}")
+                raise ValueError(f"eval table {name} must have shape {shape} (rows x models), "
+                                 f"got {arr.shape}")
             object.__setattr__(self, name, arr)
 
     def select(self, models: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -76,7 +76,8 @@ class _Changes:
 
     def _alias_restorer(self, alias: str, before: str | None) -> Callable[[], None]:
         def restore() -> None:
-            current = {a: str(v) for a, v in (self.client.get_registered_model(self.name).aliases or {}).items()}
+            aliases = self.client.get_registered_model(self.name).aliases or {}
+            current = {a: str(v) for a, v in aliases.items()}
             if before is None and alias in current:
                 self.client.delete_registered_model_alias(self.name, alias)
             elif before is not None and current.get(alias) != before:
