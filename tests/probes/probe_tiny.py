@@ -76,11 +76,23 @@ def tiny_qwen2_vl(n_layers: int = 3, hidden: int = 32, seed: int = 0, family: st
 
 class HandVLInputs:
     """Qwen2-VL inputs built by hand (no processor files offline): words -> ids, and for items with
-    an image, a vision block of 4 image tokens (one 4x4 patch grid merged 2x2) before the text."""
+    an image, a vision block of 4 image tokens before the text: the image resized to 8x8 pixels is
+    cut into a 4x4 grid of 2x2 patches (two identical frames), merged 2x2 by the model."""
 
     def __init__(self, token_cap: int | None = None) -> None:
         self.vocab = {w: i + 3 for i, w in enumerate(WORDS)}
         self.token_cap = token_cap
+
+    @staticmethod
+    def patches(path) -> torch.Tensor:
+        from mmroute.probes.inputs import load_image
+
+        px = torch.tensor(np.asarray(load_image(path).resize((8, 8)), dtype=np.float32) / 255.0)
+        px = px.permute(2, 0, 1)  # (3, 8, 8)
+        grid = px.reshape(3, 4, 2, 4, 2).permute(1, 3, 0, 2, 4)  # (gh, gw, c, ph, pw)
+        # Row-major patches in 2x2 merge windows, as the Qwen2-VL processor orders them.
+        grid = grid.reshape(2, 2, 2, 2, 3, 2, 2).permute(0, 2, 1, 3, 4, 5, 6).reshape(16, 3, 1, 2, 2)
+        return grid.expand(16, 3, 2, 2, 2).reshape(16, 24)
 
     def __call__(self, items):
         seqs, pixels, grids = [], [], []
@@ -89,8 +101,7 @@ class HandVLInputs:
             ids = [2]
             if it["image"] is not None:
                 ids += [VSTART] + [IMAGE_TOKEN] * 4 + [VEND]
-                seed = sum(map(ord, str(it["image"])))
-                pixels.append(torch.randn(16, 3 * 2 * 2 * 2, generator=torch.Generator().manual_seed(seed)))
+                pixels.append(self.patches(it["image"]))
                 grids.append([1, 4, 4])
             seqs.append(ids + words)
         width = max(map(len, seqs))
@@ -107,8 +118,13 @@ class HandVLInputs:
         return out
 
 
-def tiny_table(n: int = 24, seed: int = 0, images: bool = False, n_datasets: int = 2) -> OutcomeTable:
-    """Questions of 3..12 words; 'small' is correct on questions mentioning 'cat' or 'red' (plus noise)."""
+def tiny_table(n: int = 24, seed: int = 0, image_dir=None, n_datasets: int = 2) -> OutcomeTable:
+    """Questions of 3..12 words; 'small' is correct on questions mentioning 'cat' or 'red' (plus noise).
+
+    With ``image_dir``, every even instance gets a random 8x8 PNG written there.
+    """
+    from PIL import Image
+
     rng = np.random.default_rng(seed)
     qs = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 13)))) for _ in range(n)]
     signal = np.array([("cat" in q.split()) or ("red" in q.split()) for q in qs], dtype=float)
@@ -116,10 +132,15 @@ def tiny_table(n: int = 24, seed: int = 0, images: bool = False, n_datasets: int
     large = np.where(rng.random(n) < 0.9, 1.0, 0.0)
     correct = np.stack([small, large], axis=1)
     cost = np.stack([np.full(n, 0.1), np.full(n, 1.0)], axis=1)
-    paths = np.array([f"img-{i}.png" if images and i % 2 == 0 else "" for i in range(n)], dtype=object)
+    paths = None
+    if image_dir is not None:
+        paths = np.array([""] * n, dtype=object)
+        for i in range(0, n, 2):
+            paths[i] = str(image_dir / f"img-{i}.png")
+            Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(paths[i])
     return OutcomeTable(ids=[f"q{i}" for i in range(n)], datasets=[f"d{i % n_datasets}" for i in range(n)],
                         questions=qs, models=("small", "large"), correct=correct, cost=cost,
-                        image_paths=paths if images else None)
+                        image_paths=paths)
 
 
 def synthetic_cache(path, n: int = 160, d: int = 32, seed: int = 0, layer: int = 2, position_rows: int = 1):

@@ -76,8 +76,8 @@ def test_two_ddp_processes_write_the_same_cache_as_one(tmp_path):
 
 def test_vision_language_model_caches_3d_positions(tmp_path):
     model = tiny_qwen2_vl(n_layers=3)
-    table = tiny_table(6, images=True)
-    cache = extract_hidden_states(model, HandVLInputs(), table, tmp_path, layer=2, batch_size=4)
+    table = tiny_table(6, image_dir=tmp_path)
+    cache = extract_hidden_states(model, HandVLInputs(), table, tmp_path / "c", layer=2, batch_size=4)
     assert cache.position_rows == 3 and cache.meta["rotary"]
     _, _, pos = cache.tokens("q0")  # has an image: tokens 2..5 form a 2x2 grid
     assert pos.shape[0] == 3 and pos[1, 2:6].tolist() == [2, 2, 3, 3] and pos[2, 2:6].tolist() == [2, 3, 2, 3]

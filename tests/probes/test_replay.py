@@ -21,8 +21,10 @@ KINDS = {
 
 def _replay_setup(kind, tmp_path, layer=2):
     make_model, make_builder, images = KINDS[kind]
-    model, builder, table = make_model(), make_builder(), tiny_table(8, images=images)
-    cache = extract_hidden_states(model, builder, table, tmp_path, layer=layer, batch_size=8, dtype="float32")
+    model, builder = make_model(), make_builder()
+    table = tiny_table(8, image_dir=tmp_path if images else None)
+    cache = extract_hidden_states(model, builder, table, tmp_path / "c", layer=layer, batch_size=8,
+                                  dtype="float32")
     batch = pad_tokens([TokenData(cache, cache.ids)[i] for i in range(len(cache.ids))])
     items = [{"id": i, "text": t, "image": p or None} for i, t, p in
              zip(table.ids, table.texts(), table.image_paths if images else [None] * 8)]

@@ -102,7 +102,8 @@ def export_probe(head: str, net: nn.Module, path: str | Path, example: tuple[tor
         expected = module(*example).numpy()
         program = torch.onnx.export(module, tuple(example), dynamo=True, input_names=names,
                                     output_names=["p_correct"], opset_version=opset,
-                                    dynamic_shapes={n: shapes[n] for n in names}, external_data=False)
+                                    dynamic_shapes={n: shapes[n] for n in names}, external_data=False,
+                                    verbose=False)
     program.save(str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {n: t.numpy() for n, t in zip(names, example)})[0]
