@@ -8,7 +8,7 @@ import torch
 from mmroute.probes.data import TokenData, pad_tokens
 from mmroute.probes.extract import extract_hidden_states
 from mmroute.probes.inputs import TokenizerInputs
-from mmroute.probes.replay import LayerReplay, LoraSpec, additive_attention_mask
+from mmroute.probes.replay import LayerReplay, LoraSpec, additive_attention_mask, last_token
 from probe_tiny import HandVLInputs, tiny_bert, tiny_qwen2, tiny_qwen2_vl, tiny_table, word_tokenizer
 
 KINDS = {
@@ -79,3 +79,24 @@ def test_additive_mask_causal_padding_and_window():
     assert w[2].tolist() == [False, True, True, False]
     b = additive_attention_mask(mask, causal=False, dtype=torch.float32)[0, 0] == 0
     assert b.all(dim=0).tolist() == [True, True, True, False]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_last_token_fast_path_equals_full_layer_with_lora(kind, tmp_path):
+    model, batch, ref = _replay_setup(kind, tmp_path)
+    replay = LayerReplay.from_model(model, 2, lora=LoraSpec(r=8, alpha=16))
+    assert replay.fast_path == ("post_norm_encoder" if kind == "bert" else "pre_norm_decoder")
+    with torch.no_grad():
+        for n, p in replay.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+        args = (batch["states"], batch["mask"], batch["position_ids"])
+        full = last_token(replay(*args), batch["mask"])
+        assert (replay.forward_last(*args) - full).abs().max().item() <= 1e-5
+        replay.sliding_window = 3
+        windowed = replay.forward_last(*args)
+        assert (windowed - last_token(replay(*args), batch["mask"])).abs().max().item() <= 1e-5
+        assert kind == "bert" or (windowed - full).abs().max().item() > 1e-4
+    replay.train()  # gradients reach the adapter through the fast path
+    replay.forward_last(*args).sum().backward()
+    assert all(p.grad is not None for n, p in replay.named_parameters() if "lora_A" in n)

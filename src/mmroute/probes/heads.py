@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from mmroute.probes.replay import LayerReplay
+from mmroute.probes.replay import LayerReplay, last_token
 
 __all__ = ["MLPProbe", "AttentionPooling", "AttentionProbe", "ReLopeNet", "last_token", "gaussian_kl"]
 
@@ -89,13 +89,6 @@ class AttentionProbe(nn.Module):
         return self.probe(pooled)
 
 
-def last_token(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(batch, seq, d) states at each row's last unmasked position -> (batch, d)."""
-    positions = torch.arange(mask.shape[-1], device=mask.device)
-    last = torch.where(mask.bool(), positions, torch.zeros_like(positions)).max(dim=-1).values
-    return states[torch.arange(states.shape[0], device=states.device), last]
-
-
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)) per element, averaged over batch and latent dimensions.
 
@@ -123,7 +116,7 @@ class ReLopeNet(nn.Module):
 
     def encode(self, states: torch.Tensor, mask: torch.Tensor,
                position_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        z = last_token(self.replay(states, mask, position_ids), mask)
+        z = self.replay.forward_last(states, mask, position_ids)
         return self.mu(z), self.logvar(z)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor,

@@ -13,11 +13,13 @@ import logging
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmroute.probes.arch import find_layer_stack, sliding_window_of
 
-__all__ = ["LoraSpec", "LayerReplay", "additive_attention_mask", "linear_module_names"]
+__all__ = ["LoraSpec", "LayerReplay", "additive_attention_mask", "linear_module_names", "last_token",
+           "last_index"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,47 @@ def additive_attention_mask(mask: torch.Tensor, *, causal: bool, dtype: torch.dt
     return torch.where(allowed, zero, torch.finfo(dtype).min)
 
 
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) position of each row's last unmasked token in a (batch, seq) mask."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return torch.where(mask.bool(), positions, torch.zeros_like(positions)).max(dim=-1).values
+
+
+def last_token(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, d) states at each row's last unmasked position -> (batch, d)."""
+    return states[torch.arange(states.shape[0], device=states.device), last_index(mask)]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _layer_kind(layer: nn.Module) -> str | None:
+    """Which last-token fast path fits ``layer`` (None: run the whole layer)."""
+    attn = getattr(layer, "self_attn", None)
+    if (attn is not None and all(hasattr(layer, a) for a in ("input_layernorm", "post_attention_layernorm", "mlp"))
+            and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
+            and not any(hasattr(attn, a) for a in ("q_norm", "k_norm", "sinks"))):
+        return "pre_norm_decoder"  # Llama / Qwen2 / Qwen2-VL / Qwen2.5-VL text layers
+    sa = getattr(getattr(layer, "attention", None), "self", None)
+    if (sa is not None and all(hasattr(sa, a) for a in ("query", "key", "value", "scaling", "attention_head_size"))
+            and hasattr(layer, "intermediate") and hasattr(layer, "output")
+            and not getattr(layer, "add_cross_attention", False)):
+        return "post_norm_encoder"  # BERT / MiniLM layers
+    return None
+
+
+def _attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scaling: float,
+                 dropout: float, training: bool) -> torch.Tensor:
+    """One query per row: q (B, H, 1, hd), k/v (B, H, T, hd), allowed (B, T) -> (B, H*hd)."""
+    scores = (q @ k.transpose(-1, -2)).float() * scaling
+    scores = scores.masked_fill(~allowed[:, None, None, :], torch.finfo(torch.float32).min)
+    weights = torch.softmax(scores, dim=-1).to(q.dtype)
+    weights = F.dropout(weights, p=dropout, training=training)
+    return (weights @ v).reshape(q.shape[0], -1)
+
+
 class LayerReplay(nn.Module):
     """Layer ``l`` of a backbone, runnable on cached inputs.
 
@@ -81,6 +124,7 @@ class LayerReplay(nn.Module):
         self.causal = causal
         self.takes_position_embeddings = takes_position_embeddings
         self.sliding_window = sliding_window
+        self.fast_path = _layer_kind(layer)
 
     @classmethod
     def from_model(cls, model: nn.Module, layer: int, *, lora: LoraSpec | None = None,
@@ -152,3 +196,53 @@ class LayerReplay(nn.Module):
             kwargs["position_embeddings"] = self.rotary(states, pos)
         out = self.layer(states, attention_mask=attn, **kwargs)
         return out[0] if isinstance(out, tuple) else out
+
+    def forward_last(self, states: torch.Tensor, mask: torch.Tensor,
+                     position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer-l state of each row's last token, (batch, d), equal to ``last_token(forward(...))``.
+
+        Only keys and values need every token; the query, attention output, norms and MLP are
+        computed for the last token alone (every op outside attention is per token), which makes
+        a training step over cached states several times cheaper than the full layer. Layers of
+        an unrecognised structure run whole.
+        """
+        if self.fast_path is None:
+            return last_token(self.forward(states, mask, position_ids), mask)
+        batch, seq, _ = states.shape
+        rows = torch.arange(batch, device=states.device)
+        last = last_index(mask)
+        j = torch.arange(seq, device=states.device)[None, :]
+        allowed = mask.bool()
+        if self.causal:
+            allowed = allowed & (j <= last[:, None])
+        if self.sliding_window is not None:
+            allowed = allowed & (j > last[:, None] - self.sliding_window)
+        x_last = states[rows, last]
+        layer = self.layer
+        if self.fast_path == "post_norm_encoder":
+            sa = layer.attention.self
+            hd = sa.attention_head_size
+            q = sa.query(x_last).view(batch, -1, 1, hd)
+            k = sa.key(states).view(batch, seq, -1, hd).transpose(1, 2)
+            v = sa.value(states).view(batch, seq, -1, hd).transpose(1, 2)
+            ctx = _attend_last(q, k, v, allowed, sa.scaling, sa.dropout.p, self.training)
+            attn_out = layer.attention.output(ctx[:, None], x_last[:, None])
+            return layer.output(layer.intermediate(attn_out), attn_out)[:, 0]
+        attn = layer.self_attn
+        hd = attn.head_dim
+        h = layer.input_layernorm(states)
+        q = attn.q_proj(h[rows, last]).view(batch, -1, 1, hd)
+        k = attn.k_proj(h).view(batch, seq, -1, hd).transpose(1, 2)
+        v = attn.v_proj(h).view(batch, seq, -1, hd).transpose(1, 2)
+        if self.rotary is not None:
+            if position_ids is None:
+                raise ValueError("this layer uses rotary positions: position_ids (P, batch, seq) are required")
+            cos, sin = self.rotary(states, position_ids[0] if position_ids.shape[0] == 1 else position_ids)
+            q = q * cos[rows, last][:, None, None] + _rotate_half(q) * sin[rows, last][:, None, None]
+            k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
+        groups = q.shape[1] // k.shape[1]
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        ctx = _attend_last(q, k, v, allowed, attn.scaling, getattr(attn, "attention_dropout", 0.0), self.training)
+        hidden = x_last + attn.o_proj(ctx)
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
