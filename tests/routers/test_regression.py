@@ -67,8 +67,10 @@ def test_shapes_determinism_and_affine_map(name, cfg):
 
 def test_linear_mf_clips_its_rank():
     x, correct, cost = tiny_problem(n=30, d=6)
-    router = create_router("linear_mf").fit(feats(x), correct, cost)
-    assert router.svd_.n_components == 5
+    assert create_router("linear_mf").fit(feats(x), correct, cost).svd_.n_components == 6
+    router = create_router("linear_mf").fit(feats(x[:4]), correct[:4], cost[:4])
+    assert router.svd_.n_components == 4
+    assert router.predict(feats(x))[0].shape == (30, 3)
 
 
 def test_least_squares_without_penalty():

@@ -245,8 +245,8 @@ class LinearMFRouter(_RidgeHeads):
 
         if fit:
             n, d = x.shape
-            # As the reference: at most min(rank, n, d); TruncatedSVD needs fewer than d components.
-            rank = max(1, min(self.config.rank, n, d - 1 if d > 1 else 1))
+            # As the reference: at most min(rank, n, d).
+            rank = max(1, min(self.config.rank, n, d))
             if rank != self.config.rank:
                 log.warning("linear_mf: rank %d clipped to %d (%d training rows, %d features)",
                             self.config.rank, rank, n, d)
