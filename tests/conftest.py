@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,4 +28,21 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'mlflow.db'}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     yield
+    _reset_mlflow_fluent_state()
+
+
+def _reset_mlflow_fluent_state() -> None:
+    # mlflow's fluent API keeps the active run and experiment in module globals; a test that set
+    # them must not leak them into the next test, whose tracking store is a different file.
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    fluent._active_experiment_id = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -72,6 +73,22 @@ def test_rejects_unknown_rule_and_bad_datasets(table):
         evaluate_predictions(perf_pred, cost_pred, correct, cost, datasets=["x"])
 
 
+def test_plotting_never_imports_pyplot(tmp_path):
+    # In a fresh interpreter: other tests in this worker may have imported pyplot already.
+    code = (
+        "import sys, numpy as np\n"
+        "from mmroute.evaluation import evaluate_predictions, plot_cost_accuracy, save_figure\n"
+        "rng = np.random.default_rng(0)\n"
+        "p, c = rng.random((20, 3)), rng.random((20, 3))\n"
+        "y, k = (rng.random((20, 3)) > 0.5).astype(float), rng.random((20, 3))\n"
+        "fig = plot_cost_accuracy({'budget': evaluate_predictions(p, c, y, k)})\n"
+        f"save_figure(fig, {str(tmp_path / 'x.png')!r})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_writes_png_without_pyplot(table, tmp_path):
     perf_pred, cost_pred, correct, cost, _ = table
     res = {r: evaluate_predictions(perf_pred, cost_pred, correct, cost, rule=r)
@@ -80,6 +97,5 @@ def test_plot_writes_png_without_pyplot(table, tmp_path):
                                           res["budget"].metrics["oracle_acc"]), title="toy")
     out = save_figure(fig, tmp_path / "plots" / "curve.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "matplotlib.pyplot" not in sys.modules
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert labels == ["model_0", "model_1", "model_2", "model_3"]

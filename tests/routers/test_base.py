@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mmroute.features.types import Features
+from mmroute.routers import base
 from mmroute.routers.base import NotFittedError, Router, RouterConfig, register_router
 
 
@@ -46,7 +47,9 @@ def test_unknown_option_lists_valid_ones():
         _MeanRouter(depth=3)
 
 
-def test_registry_refuses_duplicates():
+def test_registry_refuses_duplicates(monkeypatch):
+    # Work on a copy of the registry so the test router never shows up in list_routers() elsewhere.
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
     register_router(_MeanRouter)
     register_router(_MeanRouter)  # same class again is fine
 
