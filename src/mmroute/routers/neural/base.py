@@ -36,7 +36,8 @@ class NeuralRouterConfig(RouterConfig):
     ``val_fraction``: share of the training rows held out for early stopping when no validation
     rows are given (0 disables early stopping: ``max_epochs`` are run and the last weights kept).
     ``enable_progress_bar``: None = on when stderr is a terminal.
-    ``n_ensemble``: members trained with seeds ``seed .. seed+n-1``, averaged in one network.
+    ``n_ensemble``: members trained with seeds ``seed .. seed+n-1`` (each also carving its own
+    validation rows with its seed), averaged in one network.
     """
 
     max_epochs: int = 100
@@ -113,8 +114,9 @@ class NeuralRouter(Router):
     Fitted attributes: ``network_`` (plain ``nn.Module``, CPU, float32, eval mode; ``forward(x)``
     with ``x = export_input(features)`` returns ``(perf, cost)``), ``d_in_``, ``cost_floor_``,
     ``train_results_`` (one :class:`~mmroute.routers.neural.lit.TrainResult` per ensemble member),
-    ``precision_``. Hooks, not config: ``lightning_logger`` (a Lightning logger, e.g. MLflow's)
-    and ``lightning_callbacks`` are handed to the Trainer when set.
+    ``precision_``. Hooks, not config: ``lightning_logger`` (a Lightning logger, e.g. MLflow's;
+    given to the first ensemble member's Trainer) and ``lightning_callbacks`` (given to every
+    member's Trainer) are used when set.
     """
 
     uses_modalities: ClassVar[bool] = False
@@ -230,6 +232,7 @@ class NeuralRouter(Router):
         self._check_outcomes(correct, cost, "training")
         self._set_dims(features)
         x = self._input(features)
+        val = None
         if val_features is not None:
             if val_correct is None or val_cost is None:
                 raise ValueError("val_features given without val_correct and val_cost")
@@ -237,20 +240,12 @@ class NeuralRouter(Router):
                 raise ValueError(f"val_correct/val_cost must have shape ({len(val_features)}, {correct.shape[1]}), "
                                  f"got {val_correct.shape} and {val_cost.shape}")
             self._check_outcomes(val_correct, val_cost, "validation")
-            xv, cv, kv = self._input(val_features), val_correct, val_cost
-        elif cfg.val_fraction > 0:
-            if len(x) < 2:
-                raise ValueError(f"{self.name}: {len(x)} training row(s) cannot be split for early stopping; "
-                                 "pass val_* rows or set val_fraction=0")
-            from sklearn.model_selection import train_test_split
+        elif cfg.val_fraction > 0 and len(x) < 2:
+            raise ValueError(f"{self.name}: {len(x)} training row(s) cannot be split for early stopping; "
+                             "pass val_* rows or set val_fraction=0")
 
-            tr, va = train_test_split(np.arange(len(x)), test_size=cfg.val_fraction, shuffle=True,
-                                      random_state=cfg.seed)
-            x, xv, cv, kv = x[tr], x[va], correct[va], cost[va]
-            correct, cost = correct[tr], cost[tr]
-        else:
-            xv = None
-
+        # Scaling statistics and base rates come from all training rows (labels of the rows
+        # carved out for early stopping are training labels too; test rows are never seen).
         positive = cost[np.isfinite(cost) & (cost > 0)]
         # Zero costs (free models) would give log 0: clip at a tiny fraction of the cheapest cost.
         self.cost_floor_ = float(positive.min()) * 1e-3 if positive.size else 1e-12
@@ -259,11 +254,21 @@ class NeuralRouter(Router):
         observed = np.isfinite(correct)
         rate = np.where(observed, correct, 0.0).sum(0) / np.maximum(observed.sum(0), 1)
         rate = np.clip(np.where(observed.any(0), rate, 0.5), 0.01, 0.99)
-        train = self._targets(x, correct, cost)
-        val = self._targets(xv, cv, kv) if xv is not None else None
+        data = self._targets(x, correct, cost)
+        if val_features is not None:
+            val = self._targets(self._input(val_features), val_correct, val_cost)
 
         members, results = [], []
         for k in range(cfg.n_ensemble):
+            train, member_val = data, val
+            if val is None and cfg.val_fraction > 0:
+                # Each member holds out its own rows (seed + k): together the ensemble learns
+                # from every training row, and the members differ in data, not only in init.
+                from sklearn.model_selection import train_test_split
+
+                tr, va = train_test_split(np.arange(len(x)), test_size=cfg.val_fraction, shuffle=True,
+                                          random_state=cfg.seed + k)
+                train, member_val = data.subset(tr), data.subset(va)
             # Seed before building: the initial weights are part of what the seed must fix.
             lightning.seed_everything(cfg.seed + k, workers=True, verbose=False)
             net = self._build_network()
@@ -271,12 +276,15 @@ class NeuralRouter(Router):
             with torch.no_grad():  # start every model at its training base rate
                 net.perf_bias().copy_(torch.as_tensor(np.log(rate / (1 - rate))))
             results.append(train_network(
-                net, train, val, seed=cfg.seed + k, max_epochs=cfg.max_epochs, batch_size=cfg.batch_size,
-                lr=cfg.lr, weight_decay=cfg.weight_decay, cost_weight=cfg.cost_weight, patience=cfg.patience,
-                monitor=cfg.monitor, precision=cfg.precision, accelerator=cfg.accelerator,
+                net, train, member_val, seed=cfg.seed + k, max_epochs=cfg.max_epochs,
+                batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                cost_weight=cfg.cost_weight, patience=cfg.patience, monitor=cfg.monitor,
+                precision=cfg.precision, accelerator=cfg.accelerator,
                 enable_progress_bar=(sys.stderr.isatty() if cfg.enable_progress_bar is None
                                      else cfg.enable_progress_bar),
-                logger=self.lightning_logger, callbacks=list(self.lightning_callbacks)))
+                # One logger run gets one metric history: the first member's (the others would
+                # restart the step axis and finalize the logger again).
+                logger=self.lightning_logger if k == 0 else None, callbacks=list(self.lightning_callbacks)))
             members.append(net)
         self.network_ = members[0] if len(members) == 1 else EnsembleNet(members).eval()
         self.train_results_ = results

@@ -47,6 +47,9 @@ class TrainArrays:
     z: np.ndarray
     z_mask: np.ndarray
 
+    def subset(self, rows: np.ndarray) -> "TrainArrays":
+        return TrainArrays(*(a[rows] for a in (self.x, self.y, self.y_mask, self.z, self.z_mask)))
+
     def dataset(self) -> TensorDataset:
         return TensorDataset(*(torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
                                for a in (self.x, self.y, self.y_mask, self.z, self.z_mask)))
