@@ -27,8 +27,11 @@ def test_sweep_parent_children_comparison(capsys):
     pt = parent.data.tags
     assert pt["mmroute.step"] == "sweep" and parent.data.params["sweep.routers"] == ",".join(ROUTERS)
     assert pt["best_child_run_id"] in {c.info.run_id for c in children}
-    assert pt["best_router"] == "oracle"  # the oracle reads the outcomes: nothing beats it
-    assert parent.data.metrics["best/budget/nAUC"] == by_name["oracle"].data.metrics["budget/nAUC"]
+    # The oracle reads the true outcomes: shown in the comparison, never picked as the best.
+    assert pt["best_router"] in ("knn", "mlp_mf")
+    best = max(("knn", "mlp_mf"), key=lambda n: by_name[n].data.metrics["budget/nAUC"])
+    assert pt["best_router"] == best and pt["best_child_run_id"] == by_name[best].info.run_id
+    assert parent.data.metrics["best/budget/nAUC"] == by_name[best].data.metrics["budget/nAUC"]
     parts = artifact_paths(client, parent.info.run_id)
     assert {"comparison/routers.csv", "comparison/routers.png", "comparison/pareto_budget.png",
             "config.yaml", "split/test_ids.txt", "model/features.pkl", "data/summary.json"} <= parts

@@ -38,3 +38,12 @@ def test_log_comparison_tags_parent(tmp_path):
     assert got.data.metrics["best/budget/nAUC"] == 0.7
     paths = {a.path for a in client.list_artifacts(run.info.run_id, "comparison")}
     assert paths == {"comparison/routers.csv", "comparison/routers.png"}
+
+
+def test_excluded_routers_are_never_best():
+    import mlflow
+
+    with mlflow.start_run():
+        assert C.log_comparison(_frame(), metric="budget/nAUC", exclude=["mlp"])["router"] == "linear"
+        with pytest.raises(ValueError, match="no router eligible"):
+            C.log_comparison(_frame(), exclude=["knn", "mlp", "linear"])

@@ -176,7 +176,10 @@ def _log_pareto_plots(results_by_router: dict[str, dict[str, Any]], *, title_pre
         shown = {name: by_rule[rule] for name, by_rule in results_by_router.items() if rule in by_rule}
         first = next(iter(shown.values()))
         oracle = (first.metrics.get("oracle_cost"), first.metrics.get("oracle_acc"))
-        fig = plot_cost_accuracy(shown, oracle=oracle if None not in oracle else None,
+        costs = [c for c in first.singles.cost if c > 0]
+        # Model prices often span orders of magnitude; a linear axis would squash the cheap end.
+        log_cost = bool(costs) and max(costs) / min(costs) > 30
+        fig = plot_cost_accuracy(shown, oracle=oracle if None not in oracle else None, log_cost=log_cost,
                                  title=f"{title_prefix}: {rule} rule (test rows)")
         mlflow.log_figure(fig, f"{artifact_dir}/pareto_{rule}.png")
 

@@ -132,7 +132,13 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
         if not done:
             raise RuntimeError(f"every router failed: {failed}")
         frame = comparison_frame([r.row() for r in done])
-        best = log_comparison(frame, metric=cfg.select_metric)
+        # The oracle reads the true outcomes: a reference line, never a router to pick.
+        from mmroute.routers import router_class
+
+        references = [r.router for r in done if router_class(r.router).needs_outcomes]
+        if len(references) == len(done):
+            references = []
+        best = log_comparison(frame, metric=cfg.select_metric, exclude=references)
         _log_pareto_plots({r.router: r.results for r in done}, title_prefix="all routers",
                           artifact_dir="comparison")
         mlflow.log_metric("sweep_seconds", time.perf_counter() - started)

@@ -72,12 +72,13 @@ def comparison_figure(frame: Any, metrics: Sequence[str] = _SHOWN, title: str = 
     return fig
 
 
-def log_comparison(frame: Any, *, metric: str = DEFAULT_SELECT_METRIC,
+def log_comparison(frame: Any, *, metric: str = DEFAULT_SELECT_METRIC, exclude: Sequence[str] = (),
                    artifact_dir: str = "comparison") -> Any:
     """Log the table (CSV), its bar chart (PNG) and the best child into the active (parent) run.
 
-    Sets tags ``best_child_run_id``, ``best_router``, ``best_metric`` and logs the metric
-    ``best/<metric>``. Returns the best row.
+    Routers in ``exclude`` (references such as the oracle, which reads the true outcomes) are
+    shown but cannot be the best. Sets tags ``best_child_run_id``, ``best_router``,
+    ``best_metric`` and logs the metric ``best/<metric>``. Returns the best row.
     """
     import mlflow
 
@@ -85,7 +86,10 @@ def log_comparison(frame: Any, *, metric: str = DEFAULT_SELECT_METRIC,
 
     mlflow.log_text(frame.to_csv(index=False), f"{artifact_dir}/routers.csv")
     mlflow.log_figure(comparison_figure(frame), f"{artifact_dir}/routers.png")
-    best = pick_best(frame, metric)
+    eligible = frame[~frame["router"].isin(list(exclude))]
+    if eligible.empty:
+        raise ValueError(f"no router eligible for best: all of {list(frame['router'])} are excluded")
+    best = pick_best(eligible, metric)
     mlflow.set_tags({"best_child_run_id": str(best["run_id"]), "best_router": str(best["router"]),
                      "best_metric": metric})
     value = float(best[metric])
