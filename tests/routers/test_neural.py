@@ -29,7 +29,8 @@ TINY = {
     "mlp": (MLPRouter, {"hidden": (16, 8)}),
     "mlp_mf": (MLPMFRouter, {"hidden": (16,), "latent": 4}),
     "cmr": (CMRRouter, {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 16}),
-    "fusion_mf": (FusionMFRouter, {"d_proj": 16, "hidden": (16,), "latent": 4, "cost_latent": 2}),
+    "fusion_mf": (FusionMFRouter, {"d_proj": 16, "hidden": (16,), "latent": 4, "cost_latent": 2,
+                                   "n_ensemble": 1}),
 }
 
 
@@ -254,3 +255,12 @@ def test_network_exports_to_onnx_with_dynamic_batch(name, tmp_path):
     expected = router.predict(feats)
     np.testing.assert_allclose(perf, expected[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(pcost, expected[1], rtol=1e-4)
+
+
+def test_registered_under_their_names():
+    from mmroute.routers import create_router, list_routers
+
+    assert {"mlp", "mlp_mf", "cmr", "fusion_mf"} <= set(list_routers())
+    router = create_router("fusion_mf", latent=8)
+    assert isinstance(router, FusionMFRouter) and router.config.latent == 8
+    assert router.lightning_logger is None and router.lightning_callbacks == []
