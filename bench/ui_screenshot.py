@@ -23,9 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+# Chart view of the router runs (sweep children, train runs), sorted by budget/nAUC.
+DEFAULT_VIEW = ("/runs?workflowType=machine_learning&compareRunsMode=CHART"
+                "&searchFilter=" + urllib.parse.quote('tags.`mmroute.router` LIKE "%"', safe="")
+                + "&orderByKey=" + urllib.parse.quote("metrics.`budget/nAUC`", safe="") + "&orderByAsc=false")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -111,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default="sqlite:///mlflow.db", help="backend store URI (default: %(default)s)")
     p.add_argument("--out", default="docs/mlflow-ui.png", help="PNG to write (default: %(default)s)")
     p.add_argument("--experiment", default=None, help="experiment name or id (default: most recent run's)")
-    p.add_argument("--view", default="/runs?workflowType=machine_learning",
-                   help="URL path and query after #/experiments/<id> (default: %(default)s; the chart "
-                   "view: '/runs?workflowType=machine_learning&compareRunsMode=CHART')")
+    p.add_argument("--view", default=DEFAULT_VIEW,
+                   help="URL path and query after #/experiments/<id> (default: the metric charts of the "
+                   "runs that trained a router, best budget/nAUC first; the plain runs table: "
+                   "'/runs?workflowType=machine_learning')")
     p.add_argument("--chromium", default=None, help="browser binary (default: first of %s)" % ", ".join(CHROMIUM_NAMES))
-    p.add_argument("--window-size", default="1600,1000")
+    p.add_argument("--window-size", default="1800,1100")
     p.add_argument("--virtual-time-budget", type=int, default=20000, help="ms of page time before the shot")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for server start and for Chromium")
     p.add_argument("--max-bytes", type=int, default=1_000_000)
