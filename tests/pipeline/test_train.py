@@ -61,12 +61,16 @@ def test_train_lightning_router_logs_everything(capsys):
     assert sorted(contexts.values()) == ["evaluation", "training"]
 
 
-def test_train_sklearn_router_and_unknown_router(capsys):
-    assert _train("linear", "--no-log-model") == 0
+def test_train_sklearn_router_and_unknown_router(capsys, monkeypatch):
+    # System metrics on, sampled fast enough to land within a short run.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    assert _train("linear", "--no-log-model", "--system-metrics") == 0
     summary = last_json(capsys.readouterr().out)
     client = mlflow.MlflowClient()
     run = client.get_run(summary["run_id"])
     assert "budget/nAUC" in run.data.metrics
+    assert any(k.startswith("system/") for k in run.data.metrics)
     assert client.get_metric_history(run.info.run_id, "train_loss") == []  # not a Lightning router
     assert "model/router.pkl" not in artifact_paths(client, run.info.run_id)
     assert _train("nope") == 1
