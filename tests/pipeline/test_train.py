@@ -51,6 +51,8 @@ def test_train_lightning_router_logs_everything(capsys):
             "plots/pareto_tradeoff.png", "split/train_ids.txt", "split/test_ids.txt", "model/router.pkl",
             "model/features.pkl", "model/meta.json"} <= arts
     import yaml
+    curve = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/curves/budget_curve.csv").splitlines()
+    assert curve[0] == "threshold,cost,acc,on_frontier" and len(curve) > 2
     config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
     assert config["router"]["name"] == "mlp_mf" and config["router"]["lr"] == 0.005
     assert config["pipeline"]["mode"] == 22

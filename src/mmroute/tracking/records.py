@@ -177,15 +177,19 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 # ------------------------------------------------------------------ artifacts
 def log_curves(results: Mapping[str, Any], artifact_dir: str = "curves") -> None:
-    """One CSV per rule: every curve point with a flag marking the Pareto frontier.
+    """One CSV per rule, ``<artifact_dir>/<rule>_curve.csv``: every curve point with a flag marking
+    the Pareto frontier (an EvalResult's own ``curve_frame()``: threshold, cost, acc, on_frontier).
 
-    ``results`` maps rule -> EvalResult (``curve_cost``, ``curve_acc``, ``frontier_cost``,
-    ``frontier_acc``, each 1-D).
+    ``results`` maps rule -> EvalResult, or any object with 1-D ``curve_cost``, ``curve_acc``,
+    ``frontier_cost``, ``frontier_acc`` (then columns cost, accuracy, on_frontier).
     """
     import mlflow
     import pandas as pd
 
     for rule, result in results.items():
+        if hasattr(result, "curve_frame"):  # EvalResult: thresholds too, frontier from evaluation
+            mlflow.log_text(result.curve_frame().to_csv(index=False), f"{artifact_dir}/{rule}_curve.csv")
+            continue
         cost = np.asarray(result.curve_cost, dtype=np.float64)
         acc = np.asarray(result.curve_acc, dtype=np.float64)
         frontier = set(zip(np.round(np.asarray(result.frontier_cost, dtype=np.float64), 12),
