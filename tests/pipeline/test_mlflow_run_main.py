@@ -35,3 +35,9 @@ def test_main_entry_point_parent_with_a_child_per_router(tmp_path):
             history = client.get_metric_history(child.info.run_id, "train_loss")
             assert len(history) == 2, name  # one point per epoch
     assert {"comparison/routers.csv", "comparison/routers.png"} <= artifact_paths(client, parent.info.run_id)
+    # main ends by registering the best deployable router and staging it.
+    [version] = client.search_model_versions("name='mmroute-router'")
+    assert client.get_model_version_by_alias("mmroute-router", "staging").version == version.version
+    assert version.tags["source_run_id"] != parent.info.run_id
+    assert version.tags["router"] not in ("oracle", "random")
+    assert parent.data.tags["mmroute.registered_model"] == f"mmroute-router/{version.version}"

@@ -125,6 +125,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="metric naming the best child (default %(default)s)")
         _add_data(p)
         _add_training(p)
+        if name == "run":
+            p.add_argument("--register-model", type=_optional_str, default="mmroute-router",
+                           help="register the best router under this name and stage it "
+                                "('' to skip; default %(default)s)")
         p.set_defaults(func=_cmd_sweep if name == "sweep" else _cmd_run)
 
     p = subparsers.add_parser("evaluate", help="re-score a logged router on a table (tracked)",
@@ -205,7 +209,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from mmroute.pipeline import run_main
 
-    return _report(run_main(config_from_args(args, args.routers)))
+    return _report(run_main(config_from_args(args, args.routers),
+                            register_model=args.register_model or None))
 
 
 @_tracked

@@ -156,9 +156,22 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def run_main(cfg: PipelineConfig) -> dict[str, Any]:
-    """The default pipeline (``mlflow run .``): data -> embed -> every router -> evaluate -> compare."""
-    return run_sweep(cfg, step="main")
+def run_main(cfg: PipelineConfig, *, register_model: str | None = "mmroute-router") -> dict[str, Any]:
+    """The default pipeline (``mlflow run .``): data -> embed -> every router -> evaluate -> compare,
+    then register the best deployable router as a new version of ``register_model`` and point its
+    ``staging`` alias at it (``register_model=None`` stops after the comparison).
+    """
+    import mlflow
+
+    from mmroute.registry import register_and_stage
+
+    summary = run_sweep(cfg, step="main")
+    if register_model:
+        staged = register_and_stage(summary["run_id"], register_model, metric=cfg.select_metric)
+        summary["registered"] = staged.to_dict()
+        mlflow.MlflowClient().set_tag(summary["run_id"], "mmroute.registered_model",
+                                      f"{register_model}/{staged.to_dict().get('version')}")
+    return summary
 
 
 # ---------------------------------------------------------------- evaluate
