@@ -73,8 +73,7 @@ def _write_linear_mf(router: Any, x: np.ndarray, path: Path, opset: int, exporte
 
 # ----------------------------------------------------------------------------- kNN
 def _write_knn(router: Any, x: np.ndarray, path: Path, opset: int, exporter: str) -> str:
-    nn = router.nn_
-    graph = knn_mean_graph(nn._fit_X, router.perf_values_, router.cost_values_, router.k_,
+    graph = knn_mean_graph(router.train_x_, router.perf_values_, router.cost_values_, router.k_,
                            metric=router.config.metric, perf_fallback=router.perf_mean_,
                            cost_fallback=router.cost_mean_, opset=opset)
     _save(graph, path)

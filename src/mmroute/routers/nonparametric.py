@@ -169,22 +169,24 @@ class KNNConfig(_ValidatedConfig):
 class KNNRouter(Router):
     """MMR-Bench ``KNNRouter``.
 
-    Fitted: ``nn_`` (sklearn ``NearestNeighbors`` on the training features), ``perf_values_`` and
+    Fitted: ``train_x_`` (n_train, d) float64 training features, ``perf_values_`` and
     ``cost_values_`` (n_train, M) with NaN where missing, ``k_`` (neighbours used),
     ``perf_mean_``/``cost_mean_`` (M,) the fallbacks, ``loo_brier_`` (k -> error) when ``ks`` is set.
+
+    Neighbours at equal distance are taken in training-row order (a stable sort), so predictions
+    are reproducible and match the exported ONNX graph (TopK breaks ties the same way); sklearn's
+    tree/brute searches leave that order unspecified, which matters with duplicate questions.
     """
 
     name = "knn"
     config_class = KNNConfig
 
     def _fit(self, features, correct, cost, **_):
-        from sklearn.neighbors import NearestNeighbors
-
         c = self.config
         n = len(features)
         self.perf_values_, self.cost_values_ = correct.copy(), cost.copy()
         self.perf_mean_, self.cost_mean_ = masked_column_means(correct), masked_column_means(cost)
-        self.nn_ = NearestNeighbors(metric=c.metric).fit(features.fused)
+        self.train_x_ = np.asarray(features.fused, dtype=np.float64).copy()
         k = c.k
         if c.ks:
             k = self._select_k(features.fused, correct, sorted(set(c.ks)))
@@ -198,7 +200,7 @@ class KNNRouter(Router):
         if kmax < 1:
             return grid[0]
         # kmax + 1 neighbours of each training row, itself dropped (duplicates keep one copy).
-        idx = self.nn_.kneighbors(x, n_neighbors=kmax + 1, return_distance=False)
+        idx = self._neighbours(x, kmax + 1)
         own = idx == np.arange(n)[:, None]
         drop = np.where(own.any(axis=1), own.argmax(axis=1), kmax)
         keep = np.ones_like(idx, dtype=bool)
@@ -222,8 +224,26 @@ class KNNRouter(Router):
         self.check_fitted()
         return {"k": self.k_, "ks": ()}
 
+    def _neighbours(self, x: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+        """Indices (n, k) of the k nearest training rows, nearest first, ties by training index."""
+        train = self.train_x_
+        if self.config.metric == "cosine":
+            train = train / np.where((nt := np.linalg.norm(train, axis=1, keepdims=True)) > 0, nt, 1.0)
+        else:
+            sq = (train ** 2).sum(axis=1)
+        out = np.empty((len(x), k), dtype=np.int64)
+        for start in range(0, len(x), chunk):
+            xb = np.asarray(x[start:start + chunk], dtype=np.float64)
+            if self.config.metric == "cosine":
+                xb = xb / np.where((nx := np.linalg.norm(xb, axis=1, keepdims=True)) > 0, nx, 1.0)
+                key = -(xb @ train.T)  # larger similarity first
+            else:
+                key = sq[None, :] - 2.0 * (xb @ train.T)  # ||x||^2 does not change the order
+            out[start:start + chunk] = np.argsort(key, axis=1, kind="stable")[:, :k]
+        return out
+
     def _predict(self, features, **_):
-        idx = self.nn_.kneighbors(features.fused, n_neighbors=self.k_, return_distance=False)
+        idx = self._neighbours(features.fused, self.k_)
         return (neighbour_means(self.perf_values_, idx, self.perf_mean_),
                 neighbour_means(self.cost_values_, idx, self.cost_mean_))
 
