@@ -18,10 +18,10 @@ else:  # pragma: no cover
     tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = {"main", "prepare", "embed", "train", "sweep", "evaluate"}
-# What each entry point's (first) command must be.
+# What each entry point's (first) mmroute command must be.
 SUBCOMMAND = {"main": "run", "prepare": "prepare", "embed": "embed", "train": "train", "sweep": "sweep",
-              "evaluate": "evaluate"}
+              "evaluate": "evaluate", "register": "register", "promote": "promote", "rollback": "rollback"}
+ENTRY_POINTS = set(SUBCOMMAND)
 
 
 def _norm(req: str) -> str:
@@ -69,8 +69,13 @@ def test_each_command_is_a_thin_cli_call_that_parses(project, name):
     command = entry.compute_command(required, storage_dir=None)
     # The mmroute call: the first `python -m mmroute` segment of the shell command.
     segments = [shlex.split(part) for part in re.split(r"&&|;", command)]
-    argv = next(seg for seg in segments if seg[:3] == ["python", "-m", "mmroute"])
+    argv = next(seg for seg in segments
+                if seg[:3] == ["python", "-m", "mmroute"] or seg[1:2] == [f"registry_scripts/{name}.py"])
     argv = [a.replace('"$out"', "x.npz").replace("$out", "x.npz") for a in argv]
+    if argv[1].startswith("registry_scripts/"):
+        # The registry scripts are thin wrappers of `mmroute <script name> ...`.
+        assert (ROOT / argv[1]).is_file()
+        argv = ["python", "-m", "mmroute", name, *argv[2:]]
     assert argv[:3] == ["python", "-m", "mmroute"] and argv[3] == SUBCOMMAND[name]
     args = build_parser().parse_args(argv[3:])
     assert callable(args.func)

@@ -1,3 +1,3 @@
 """Imports every router family so that each registers itself (see :func:`register_router`)."""
 
-from mmroute.routers import nonparametric, regression, neural  # noqa: F401
+from mmroute.routers import ensemble, neural, nonparametric, regression  # noqa: F401
