@@ -24,6 +24,8 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     # Nothing a test does may land in the repository or a user's caches: caches and the default
     # tracking store go to a per-test temporary directory unless the test sets its own.
     cache = tmp_path_factory.mktemp("mmroute-cache")
+    # MLflow puts a new experiment's artifacts under ./mlruns: run every test from a scratch folder.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     monkeypatch.setenv("MMROUTE_CACHE_DIR", str(cache))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache / 'mlflow.db'}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
