@@ -40,14 +40,15 @@ def test_extract_then_train_tracks_runs_writes_plots_and_onnx(saved, tmp_path, c
 
     model_dir, table = saved
     cache = tmp_path / "cache"
-    common = ["--table", str(table), "--model", str(model_dir), "--layer", "2", "--cache", str(cache),
+    # Numbers as MLproject passes them ("2.0"); empty strings mean unset.
+    common = ["--table", str(table), "--model", str(model_dir), "--layer", "2.0", "--cache", str(cache),
               "--small", "small", "--large", "large"]
     assert main(["extract", *common, "--batch-size", "16"]) == 0
     assert json.loads(capsys.readouterr().out)["n_instances"] == 59
     shards = {p: p.stat().st_mtime_ns for p in cache.glob("shard-*")}
 
     out, onnx = tmp_path / "out", tmp_path / "onnx"
-    rc = main(["train", *common, "--heads", "probe,relope", "--epochs", "2", "--lr", "1e-3",
+    rc = main(["train", *common, "--heads", "probe,relope", "--epochs", "2.0", "--lr", "1e-3", "--sample", "",
                "--set", "lora_r=4", "--set", "lora_alpha=8", "--set", "hidden=16",
                "--onnx-dir", str(onnx), "--out", str(out), "--experiment", "probe-test"])
     assert rc == 0
@@ -82,6 +83,12 @@ def test_cli_errors_name_the_problem(saved, tmp_path, capsys):
     rc = main(["train", "--table", str(table), "--cache", str(tmp_path / "none"), "--small", "small",
                "--large", "nope", "--no-tracking"])
     assert rc == 1 and "'nope' is not in the table" in capsys.readouterr().err
+    rc = main(["train", "--table", str(table), "--cache", str(tmp_path / "none"), "--small", "small",
+               "--large", "large", "--no-tracking", "--set", "lora_rank=4"])
+    assert rc == 1 and "unknown probe training option(s) ['lora_rank']" in capsys.readouterr().err
+    rc = main(["extract", "--table", str(table), "--cache", str(tmp_path / "c"), "--model",
+               str(tmp_path / "nowhere"), "--layer", "1"])
+    assert rc == 1 and "cannot load backbone" in capsys.readouterr().err
 
 
 def test_pipeline_lodo_and_image_robustness(tmp_path):

@@ -134,7 +134,10 @@ def load_backbone(name_or_path: str, *, token_cap: int | None = None, dtype: Any
     """
     from transformers import AutoConfig, AutoModel, AutoProcessor, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as exc:  # a missing path or hub name: a user error, reported in one line
+        raise ValueError(f"cannot load backbone {name_or_path!r}: {exc}") from exc
     kwargs: dict[str, Any] = {}
     if dtype is not None:
         kwargs["dtype"] = dtype

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,10 @@ class ProbeExperiment:
             problems.append(f"split must be 'in' or 'lodo', got {self.split!r}")
         if not 0.0 < self.train_frac < 1.0:
             problems.append(f"train_frac must be in (0, 1), got {self.train_frac}")
+        known = {f.name for f in dataclasses.fields(ProbeTrainConfig)} - {"head"}
+        unknown = sorted(set(self.train) - known)
+        if unknown:
+            problems.append(f"unknown probe training option(s) {unknown} (valid: {sorted(known)})")
         if "posthoc_embed" in self.heads and not self.posthoc:
             problems.append("head 'posthoc_embed' needs posthoc (a .npy of output embeddings, row-aligned)")
         if problems:
@@ -86,6 +91,10 @@ def select_rows(table: OutcomeTable, small: str, large: str, sample: int | None,
     if sample is not None and sample < rows.size:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=sample, replace=False))
     return rows
+
+
+def _train_config(head: str, cfg: ProbeExperiment) -> ProbeTrainConfig:
+    return ProbeTrainConfig(**{"seed": cfg.seed, "accelerator": cfg.accelerator, **cfg.train, "head": head})
 
 
 def _extract(cfg: ProbeExperiment, table: OutcomeTable, cache_dir: str | Path, backbone: Any, builder: Any) -> Any:
@@ -188,7 +197,7 @@ def run_probe_experiment(cfg: ProbeExperiment, *, table: OutcomeTable | None = N
         curves: dict[str, Any] = {}
         eval_rows = np.concatenate([s[2] for s in splits])
         for head in cfg.heads:
-            tc = ProbeTrainConfig(head=head, seed=cfg.seed, accelerator=cfg.accelerator, **cfg.train)
+            tc = _train_config(head, cfg)
             head_ctx = nullcontext()
             logger = None
             if parent is not None:
@@ -203,15 +212,18 @@ def run_probe_experiment(cfg: ProbeExperiment, *, table: OutcomeTable | None = N
                 scores = np.full(table.n_instances, np.nan)
                 metrics: dict[str, float] = {}
                 fitted = None
+                fit_seconds = 0.0
                 for name, tr, te in splits:
+                    start = time.perf_counter()
                     router = ProbeRouter(tc).fit(inputs.subset(tr), small[tr], backbone=backbone, logger=logger)
+                    fit_seconds += time.perf_counter() - start
                     scores[te] = router.predict_proba(inputs.subset(te))
                     if cfg.split == "lodo":
                         metrics[f"lodo/{name}/auroc"] = auroc(small[te], scores[te])
                     fitted = router
                 s, y, yl = scores[eval_rows], small[eval_rows], large[eval_rows]
                 curve = hybrid_curve(s, y, yl)
-                metrics.update({"auroc": auroc(y, s), "hybrid/area": curve.area,
+                metrics.update({"auroc": auroc(y, s), "hybrid/area": curve.area, "fit_seconds": fit_seconds,
                                 **{f"hybrid/acc_at_{h:g}": curve.at(h) for h in READOUT_RATIOS}})
                 if cfg.split == "lodo":
                     metrics["lodo/mean_auroc"] = float(np.nanmean([v for k, v in metrics.items()
