@@ -20,7 +20,8 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 # What each entry point's (first) mmroute command must be.
 SUBCOMMAND = {"main": "run", "prepare": "prepare", "embed": "embed", "train": "train", "sweep": "sweep",
-              "evaluate": "evaluate", "register": "register", "promote": "promote", "rollback": "rollback"}
+              "evaluate": "evaluate", "register": "register", "promote": "promote", "rollback": "rollback",
+              "probe": "probe"}
 ENTRY_POINTS = set(SUBCOMMAND)
 
 
@@ -65,7 +66,8 @@ def test_each_command_is_a_thin_cli_call_that_parses(project, name):
     for param in entry.parameters.values():
         assert param.type in ("string", "float", "path", "uri")
     # Substitute the defaults exactly as `mlflow run` does (shell-quoted), then parse with our CLI.
-    required = {k: "0123abcd" for k, p in entry.parameters.items() if p.default is None}
+    required = {k: ("1" if p.type == "float" else "0123abcd")
+                for k, p in entry.parameters.items() if p.default is None}
     command = entry.compute_command(required, storage_dir=None)
     # The mmroute call: the first `python -m mmroute` segment of the shell command.
     segments = [shlex.split(part) for part in re.split(r"&&|;", command)]
