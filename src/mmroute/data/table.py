@@ -135,7 +135,9 @@ class OutcomeTable:
         This is what the MMR-Bench reference does before evaluating; training uses masks instead.
         A column that is entirely missing is filled with 0.
         """
-        return _fill_column_mean(self.correct), _fill_column_mean(self.cost)
+        from mmroute.evaluation.baselines import fill_missing
+
+        return fill_missing(self.correct, self.cost)
 
     # -------------------------------------------------------------- slicing
     def subset(self, rows: np.ndarray | Sequence[int]) -> "OutcomeTable":
@@ -198,15 +200,3 @@ class OutcomeTable:
             "model_mean_cost": {m: float(cost[:, j].mean()) for j, m in enumerate(self.models)},
         }
 
-
-def _fill_column_mean(a: np.ndarray) -> np.ndarray:
-    out = a.copy()
-    nan = np.isnan(out)
-    if nan.any():
-        with np.errstate(invalid="ignore"):
-            counts = (~nan).sum(axis=0)
-            sums = np.where(nan, 0.0, out).sum(axis=0)
-            means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-        rows, cols = np.nonzero(nan)
-        out[rows, cols] = means[cols]
-    return out

@@ -42,7 +42,7 @@ def _fill_col_mean(a: np.ndarray) -> np.ndarray:
     if nan.any():
         counts = (~nan).sum(axis=0)
         sums = np.where(nan, 0.0, out).sum(axis=0)
-        # An all-missing column has no mean; 0 matches OutcomeTable.filled().
+        # An all-missing column has no mean: 0 (OutcomeTable.filled() uses this function too).
         means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
         r, c = np.nonzero(nan)
         out[r, c] = means[c]
