@@ -6,7 +6,6 @@ from mmroute.export import (
 )
 from mmroute.export.graph import run_onnx
 from mmroute.features.types import Features
-import mmroute.routers.ensemble  # noqa: F401  (registers "ensemble", which the zoo does not import)
 from mmroute.routers import list_routers
 
 NOT_DEPLOYABLE = {"oracle", "random"}

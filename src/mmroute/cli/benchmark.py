@@ -112,9 +112,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from mmroute.routers import create_router
     from mmroute.routers.experiment import fit_and_evaluate
 
-    # Registers the ensemble router until the zoo imports it.
-    import mmroute.routers.ensemble  # noqa: F401
-
     rules = ("budget", "tradeoff") if args.rule == "both" else (args.rule,)
     names = _resolve_routers(args.routers)
     options = _router_options(names, args.options, args.seed)

@@ -22,44 +22,13 @@ import logging
 import sys
 from typing import Any, Sequence
 
+from mmroute.cli._types import boolean, integer, optional_int, optional_str
+
 __all__ = ["register", "main", "config_from_args"]
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ("prepare", "train", "sweep", "evaluate", "run")
-
-
-def _optional_int(text: str) -> int | None:
-    """Integers, also written as floats ("42.0", as MLproject float parameters may be); "" -> None."""
-    if text.strip().lower() in ("", "none"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return int(value)
-
-
-def _int(text: str) -> int:
-    value = _optional_int(text)
-    if value is None:
-        raise argparse.ArgumentTypeError("expected an integer, got an empty value")
-    return value
-
-
-def _optional_str(text: str) -> str | None:
-    return text if text.strip() else None
-
-
-def _bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -70,8 +39,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                    help="table path or spec (default %(default)s; e.g. data/MMR_Bench.csv, root/ocrbench+mathvista)")
     g.add_argument("--images", default="warn", choices=("error", "warn", "ignore"),
                    help="image paths that name no file: fail, warn and drop the image, or skip the check")
-    g.add_argument("--dataset", type=_optional_str, default=None, help="keep only these datasets ('a+b')")
-    g.add_argument("--experiment", type=_optional_str, default=None,
+    g.add_argument("--dataset", type=optional_str, default=None, help="keep only these datasets ('a+b')")
+    g.add_argument("--experiment", type=optional_str, default=None,
                    help="MLflow experiment name (default: mmroute, or the mlflow run's experiment)")
 
 
@@ -79,23 +48,23 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("split and modality")
     g.add_argument("--split", default="in", choices=("in", "out", "column"))
     g.add_argument("--train-frac", type=float, default=0.5, help="'in' split: training share (default %(default)s)")
-    g.add_argument("--split-seed", type=_int, default=42, help="'in' split seed (default %(default)s)")
+    g.add_argument("--split-seed", type=integer, default=42, help="'in' split seed (default %(default)s)")
     g.add_argument("--train-datasets", default="", help="'out' split: training datasets (comma-separated)")
     g.add_argument("--test-datasets", default="", help="'out' split: test datasets (comma-separated)")
     g.add_argument("--split-column", default="split", help="'column' split: the column (default %(default)s)")
-    g.add_argument("--mode", type=_optional_int, default=None, help="MMR-Bench modality mode 11..33")
+    g.add_argument("--mode", type=optional_int, default=None, help="MMR-Bench modality mode 11..33")
     g = p.add_argument_group("features")
     g.add_argument("--features", default="offline", help="encoder spec (default %(default)s)")
     g.add_argument("--fusion", default="mean", choices=("mean", "concat", "adaptive"))
-    g.add_argument("--cache-dir", type=_optional_str, default=None, help="embedding cache root")
-    g.add_argument("--device", type=_optional_str, default=None, help="encoder device (default: auto)")
+    g.add_argument("--cache-dir", type=optional_str, default=None, help="embedding cache root")
+    g.add_argument("--device", type=optional_str, default=None, help="encoder device (default: auto)")
     g = p.add_argument_group("routers and tracking")
     g.add_argument("--set", dest="options", action="append", default=[], metavar="ROUTER.FIELD=VALUE",
                    help="router option, repeatable; several space-separated per flag; '*.' = every router")
-    g.add_argument("--max-epochs", type=_optional_int, default=None,
+    g.add_argument("--max-epochs", type=optional_int, default=None,
                    help="cap the epochs of every Lightning router (0 or empty: router defaults)")
     g.add_argument("--rules", default="budget,tradeoff", help="decision rules (default %(default)s)")
-    g.add_argument("--system-metrics", type=_bool, nargs="?", const=True, default=False,
+    g.add_argument("--system-metrics", type=boolean, nargs="?", const=True, default=False,
                    help="also log CPU/GPU/memory system metrics")
     g.add_argument("--no-log-model", action="store_true",
                    help="do not log the fitted feature pipeline and router (evaluate needs them)")
@@ -106,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prepare", help="load/validate a table and log it (tracked)",
                               description=__doc__, formatter_class=fmt)
     _add_data(p)
-    p.add_argument("--out", type=_optional_str, default=None,
+    p.add_argument("--out", type=optional_str, default=None,
                    help="also write the table here (.parquet or .csv, generic <model>_correct/_cost columns)")
     p.set_defaults(func=_cmd_prepare)
 
@@ -126,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _add_data(p)
         _add_training(p)
         if name == "run":
-            p.add_argument("--register-model", type=_optional_str, default="mmroute-router",
+            p.add_argument("--register-model", type=optional_str, default="mmroute-router",
                            help="register the best router under this name and stage it "
                                 "('' to skip; default %(default)s)")
         p.set_defaults(func=_cmd_sweep if name == "sweep" else _cmd_run)
@@ -134,13 +103,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="re-score a logged router on a table (tracked)",
                               description=__doc__, formatter_class=fmt)
     p.add_argument("--run-id", required=True, help="run that logged the router (a train run or a sweep child)")
-    p.add_argument("--data", type=_optional_str, default=None, help="table (default: the run's own data)")
+    p.add_argument("--data", type=optional_str, default=None, help="table (default: the run's own data)")
     p.add_argument("--rows", choices=("test", "all"), default="test",
                    help="the run's test rows (by instance id) or every row of the table")
     p.add_argument("--images", default="warn", choices=("error", "warn", "ignore"))
-    p.add_argument("--mode", type=_optional_int, default=None, help="modality mode (default: the run's)")
-    p.add_argument("--cache-dir", type=_optional_str, default=None)
-    p.add_argument("--experiment", type=_optional_str, default=None)
+    p.add_argument("--mode", type=optional_int, default=None, help="modality mode (default: the run's)")
+    p.add_argument("--cache-dir", type=optional_str, default=None)
+    p.add_argument("--experiment", type=optional_str, default=None)
     p.set_defaults(func=_cmd_evaluate)
 
 

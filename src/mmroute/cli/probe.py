@@ -18,60 +18,31 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from typing import Sequence
+
+from mmroute.cli._types import integer, key_value, optional_int, optional_str
 
 __all__ = ["register", "main"]
 
 log = logging.getLogger(__name__)
 
 
-def _opt_int(text: str) -> int | None:
-    if not str(text).strip():
-        return None
-    value = float(text)
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    return int(value)
-
-
-def _int(text: str) -> int:
-    value = _opt_int(text)
-    if value is None:
-        raise argparse.ArgumentTypeError("expected an integer, got an empty value")
-    return value
-
-
-def _opt_str(text: str) -> str | None:
-    return text if text.strip() else None
-
-
 def _devices(text: str) -> int | str:
     return int(float(text)) if text.replace(".", "", 1).isdigit() else text
-
-
-def _kv(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try:
-        parsed: Any = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip(), parsed
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", required=True, help="outcome table path or spec (see mmroute data)")
     p.add_argument("--cache", required=True, help="hidden-state cache directory")
-    p.add_argument("--model", type=_opt_str, default=None, help="backbone: hub name or local path")
-    p.add_argument("--layer", type=_opt_int, default=None, help="layer l (1-based; l-1 states are cached)")
+    p.add_argument("--model", type=optional_str, default=None, help="backbone: hub name or local path")
+    p.add_argument("--layer", type=optional_int, default=None, help="layer l (1-based; l-1 states are cached)")
     p.add_argument("--images", default="warn", choices=["error", "warn", "ignore"])
     p.add_argument("--no-images", action="store_true", help="text only, even when the table has images")
-    p.add_argument("--token-cap", type=_opt_int, default=None, help="max text tokens per instance")
-    p.add_argument("--sample", type=_opt_int, default=None, help="seeded sample of N rows (both steps alike)")
-    p.add_argument("--seed", type=_int, default=0)
-    p.add_argument("--batch-size", type=_int, default=8, help="extraction batch size")
-    p.add_argument("--dtype", type=_opt_str, default=None, help="backbone dtype, e.g. bfloat16")
+    p.add_argument("--token-cap", type=optional_int, default=None, help="max text tokens per instance")
+    p.add_argument("--sample", type=optional_int, default=None, help="seeded sample of N rows (both steps alike)")
+    p.add_argument("--seed", type=integer, default=0)
+    p.add_argument("--batch-size", type=integer, default=8, help="extraction batch size")
+    p.add_argument("--dtype", type=optional_str, default=None, help="backbone dtype, e.g. bfloat16")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", type=_devices, default=1)
     p.add_argument("--strategy", default="auto", help="Lightning strategy for extraction (ddp, ddp_spawn...)")
@@ -86,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="cache hidden states of a table's rows", description=__doc__,
                        formatter_class=fmt)
     _common(p)
-    p.add_argument("--small", type=_opt_str, default=None, help="with --large: keep rows where both are known")
-    p.add_argument("--large", type=_opt_str, default=None)
+    p.add_argument("--small", type=optional_str, default=None, help="with --large: keep rows where both are known")
+    p.add_argument("--large", type=optional_str, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_extract)
 
@@ -99,17 +70,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", default="probe,attention_probe,relope", help="comma-separated heads")
     p.add_argument("--split", default="in", choices=["in", "lodo"], help="random split or leave one dataset out")
     p.add_argument("--train-frac", type=float, default=0.8)
-    p.add_argument("--epochs", type=_opt_int, default=None, help="max epochs (default 20)")
+    p.add_argument("--epochs", type=optional_int, default=None, help="max epochs (default 20)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-4)")
-    p.add_argument("--train-batch-size", type=_opt_int, default=None)
-    p.add_argument("--set", dest="options", action="append", type=_kv, default=[], metavar="FIELD=VALUE",
+    p.add_argument("--train-batch-size", type=optional_int, default=None)
+    p.add_argument("--set", dest="options", action="append", type=key_value, default=[], metavar="FIELD=VALUE",
                    help="any ProbeTrainConfig field, repeatable (e.g. --set lora_r=64 --set beta=0.5)")
-    p.add_argument("--perturb", type=_opt_str, default=None,
+    p.add_argument("--perturb", type=optional_str, default=None,
                    help="robustness: e.g. gaussian_noise:0.1,jpeg:30,gaussian_blur:2 (needs images)")
-    p.add_argument("--posthoc", type=_opt_str, default=None, help=".npy output embeddings for posthoc_embed")
-    p.add_argument("--onnx-dir", type=_opt_str, default=None, help="export each head to ONNX here")
-    p.add_argument("--out", type=_opt_str, default=None, help="write summary.json and PNG plots here")
-    p.add_argument("--experiment", type=_opt_str, default=None, help="MLflow experiment name")
+    p.add_argument("--posthoc", type=optional_str, default=None, help=".npy output embeddings for posthoc_embed")
+    p.add_argument("--onnx-dir", type=optional_str, default=None, help="export each head to ONNX here")
+    p.add_argument("--out", type=optional_str, default=None, help="write summary.json and PNG plots here")
+    p.add_argument("--experiment", type=optional_str, default=None, help="MLflow experiment name")
     p.add_argument("--no-tracking", action="store_true", help="do not record into MLflow")
     p.set_defaults(func=_cmd_train)
     probe.set_defaults(func=lambda args: (probe.print_help(), 2)[1])

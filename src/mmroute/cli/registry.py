@@ -22,6 +22,8 @@ import logging
 import sys
 from typing import Any, Sequence
 
+from mmroute.cli._types import optional_str
+
 __all__ = ["register", "main", "COMMANDS", "DEFAULT_MODEL_NAME", "EXIT_REFUSED"]
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,6 @@ def _metric_arg(p: argparse.ArgumentParser) -> None:
                         "budget/QNC (lower is better) (default %(default)s)")
 
 
-def _optional(text: str) -> str | None:
-    return text if text.strip() and text.strip().lower() != "none" else None
-
-
 def register(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("export", help="log a run's router as a verified ONNX MLflow model",
@@ -63,7 +61,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--run-id", required=True, help="a sweep parent run (best child by --metric) or one run")
     _model_arg(p)
     _metric_arg(p)
-    p.add_argument("--stage", type=_optional, default=None, choices=(None, "staging"),
+    p.add_argument("--stage", type=optional_str, default=None, choices=(None, "staging"),
                    help="also point this alias at the new version (only 'staging': production is gated)")
     p.add_argument("--no-export", action="store_true",
                    help="fail instead of exporting a run that has no logged ONNX model yet")
@@ -72,10 +70,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("promote", help="move a version to staging, or through the gate to production",
                               description=__doc__, formatter_class=fmt)
     _model_arg(p)
-    p.add_argument("--version", type=_optional, default=None,
+    p.add_argument("--version", type=optional_str, default=None,
                    help="version to promote (default: newest for staging, the staging one for production)")
     p.add_argument("--to", required=True, choices=("staging", "production"))
-    p.add_argument("--eval-table", type=_optional, default=None,
+    p.add_argument("--eval-table", type=optional_str, default=None,
                    help="evaluation table .npz path or artifact URI (default: the candidate run's "
                         "eval/eval_table.npz)")
     _metric_arg(p)
