@@ -35,11 +35,4 @@ def _fresh_mlflow_state(monkeypatch, tmp_path, _template_store):
                     ((tmp_path / "mlruns" / "0").as_uri(),))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     mlflow.set_tracking_uri(f"sqlite:///{db}")  # the process-wide URI wins over the env variable
-    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; each test has its own store.
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    # ...and remembers the experiment process-wide; a previous test's id may not exist here.
-    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+    # Experiment ids, active runs and URIs left by a test are reset by tests/conftest.py.
