@@ -132,17 +132,15 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
 
         log_params(router_params)
         mlflow.set_tag("mmroute.router", name)
-    lightning = bind_lightning_logger(router)
+    bind_lightning_logger(router)
     try:
         result = fit_and_evaluate(router, prepared.train_features, prepared.train, prepared.test_features,
                                   prepared.test, rules=tuple(cfg.rules))
     finally:
         unbind_lightning_logger(router)
-    results = _rule_results(result)
-    fit_seconds = float(getattr(result, "fit_seconds", float("nan")))
-    metrics: dict[str, float] = {"fit_seconds": fit_seconds}
-    if hasattr(result, "predict_seconds"):
-        metrics["predict_seconds"] = float(result.predict_seconds)
+    results = dict(result.results)
+    fit_seconds = float(result.fit_seconds)
+    metrics: dict[str, float] = {"fit_seconds": fit_seconds, "predict_seconds": float(result.predict_seconds)}
     for rule, res in results.items():
         metrics.update(eval_metrics(res, rule, best_single_cost=res.singles.best_cost))
     log_metrics({k: v for k, v in metrics.items() if v == v})
@@ -153,15 +151,6 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
     log.info("%s: %s", name, ", ".join(f"{k}={metrics[k]:.4f}" for k in
                                       (f"{r}/nAUC" for r in results) if k in metrics))
     return RouterRun(router=name, run_id=run_id, results=results, metrics=metrics, fit_seconds=fit_seconds)
-
-
-def _rule_results(result: Any) -> dict[str, Any]:
-    """rule -> EvalResult from a RouterResult."""
-    for attr in ("results", "evals", "evaluations"):
-        value = getattr(result, attr, None)
-        if isinstance(value, dict):
-            return dict(value)
-    raise TypeError(f"fit_and_evaluate returned {type(result).__name__} without a rule -> EvalResult mapping")
 
 
 def _log_pareto_plots(results_by_router: dict[str, dict[str, Any]], *, title_prefix: str,
