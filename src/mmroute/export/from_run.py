@@ -27,9 +27,8 @@ _SPLIT_IDS = "split/test_ids.txt"
 def fusion_info(pipeline: Any) -> dict[str, Any]:
     """The feature pipeline's description and its fitted fusion statistics (JSON-able)."""
     info: dict[str, Any] = {}
-    if hasattr(pipeline, "get_params"):
-        info.update({k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-                     for k, v in pipeline.get_params().items()})
+    info.update({k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+                 for k, v in pipeline.get_params().items()})
     fusion = getattr(pipeline, "fusion_", None)
     if fusion is not None:
         stats = {}

@@ -203,7 +203,7 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
     setup_tracking(experiment)
     source = mlflow.MlflowClient().get_run(run_id)
     router, pipeline, meta = load_logged_router(run_id)
-    if cache_dir is not None and hasattr(pipeline, "cache_dir"):
+    if cache_dir is not None:
         pipeline.cache_dir = cache_dir
     spec = data or meta["data"]
     table = load(spec, images=images, dataset=meta.get("dataset") if data is None else None)
