@@ -1,16 +1,22 @@
-"""The MLflow model code of every logged mmroute router: an ONNX graph run by onnxruntime.
+"""The MLflow model code of every logged mmroute router: raw query -> routing decision.
 
-MLflow copies this one file into each logged model ("models from code") and executes it on load,
-so serving a router needs mlflow, numpy, pandas and onnxruntime, and nothing of mmroute. Keep it
-self-contained: standard library, numpy, pandas and mlflow imports only.
+MLflow copies this file into each logged model ("models from code") and executes it on load; the
+serving-time helpers travel beside it as the package ``mmroute_runtime`` (``code_paths``). Serving
+needs mlflow, numpy, pandas, onnxruntime, tokenizers and Pillow, and nothing of mmroute or torch.
 
-Input: a DataFrame with a column ``features`` (one list of ``input_width`` floats per row) and an
-optional string column ``id``. Params (optional, declared in the signature): ``budget`` (pick the
-best predicted performance among models whose predicted cost is <= budget; when none fits, the
-cheapest predicted model, flagged ``within_budget = False``) or ``tradeoff`` (lambda >= 0: pick
-argmax of perf - lambda * cost). Neither: the best predicted performance. Ties go to the lowest
-model index. Output, one row per input row: ``id`` (when given), ``model`` (chosen name),
-``model_index``, ``within_budget``, then ``perf_<name>`` and ``cost_<name>`` for every model.
+Input (see ``mmroute_runtime.inputs``): rows with ``question`` (string), optional ``image`` (base64
+PNG/JPEG) and ``context``; or rows with ``features`` (a list of ``input_width`` floats, for clients
+that already hold vectors); optional ``id``. The exported feature pipeline (artifact ``features``)
+turns raw rows into the router input, then the router graph predicts per-model performance and
+cost. Params (optional, declared in the signature): ``budget`` (pick the best predicted performance
+among models whose predicted cost is <= budget; when none fits, the cheapest predicted model,
+flagged ``within_budget = False``) or ``tradeoff`` (lambda >= 0: pick argmax of perf - lambda *
+cost). Neither: the best predicted performance. Ties go to the lowest model index. Output, one row
+per input row: ``id`` (when given), ``model`` (chosen name), ``model_index``, ``within_budget``,
+then ``perf_<name>`` and ``cost_<name>`` for every model.
+
+Model config (``model_config`` at log or load time): ``max_rows`` (rows per request, default 1024),
+``max_image_pixels`` (default 36,000,000), ``providers`` (onnxruntime providers).
 """
 
 from __future__ import annotations
@@ -24,19 +30,28 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+if __name__.startswith("mmroute."):
+    from .mmroute_runtime.features import build_input, load_feature_runtime
+    from .mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS, bad_input,
+                                         check_finite_output, features_matrix, parse_request)
+else:
+    try:  # executed as a logged model's code: the runtime package is on sys.path via code_paths
+        from mmroute_runtime.features import build_input, load_feature_runtime
+        from mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS, bad_input,
+                                            check_finite_output, features_matrix, parse_request)
+    except ModuleNotFoundError:  # executed from mmroute's source tree while the model is logged
+        from mmroute.export.mmroute_runtime.features import build_input, load_feature_runtime
+        from mmroute.export.mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS,
+                                                           bad_input, check_finite_output,
+                                                           features_matrix, parse_request)
 
 log = logging.getLogger("mmroute.serving")
 
 ONNX_ARTIFACT = "router_onnx"
 META_ARTIFACT = "router_meta"
+FEATURES_ARTIFACT = "features"
 PROVIDERS_ENV = "MMROUTE_ORT_PROVIDERS"
-
-
-def bad_input(message: str) -> MlflowException:
-    """An error the scoring server answers with HTTP 400 and this message."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def _cuda_driver_present() -> bool:
@@ -72,35 +87,6 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def features_matrix(model_input: Any, width: int) -> np.ndarray:
-    """Validate the ``features`` column and stack it into float32 (n, width); raises 400-errors."""
-    if isinstance(model_input, dict):
-        model_input = pd.DataFrame({k: list(v) for k, v in model_input.items()})
-    if not isinstance(model_input, pd.DataFrame):
-        raise bad_input(f"expected a DataFrame with a 'features' column, got {type(model_input).__name__}")
-    if "features" not in model_input.columns:
-        raise bad_input(f"input is missing the column 'features' (a list of {width} floats per row); "
-                        f"got columns {list(model_input.columns)}")
-    rows = []
-    for i, value in enumerate(model_input["features"].tolist()):
-        if value is None or np.isscalar(value):
-            raise bad_input(f"row {i}: 'features' must be a list of {width} numbers, got {value!r}")
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise bad_input(f"row {i}: 'features' holds non-numeric values") from None
-        if arr.ndim != 1 or arr.shape[0] != width:
-            raise bad_input(f"row {i}: 'features' has {arr.size} values, the router expects {width}")
-        rows.append(arr)
-    if not rows:
-        raise bad_input("input has no rows")
-    x = np.stack(rows)
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        raise bad_input(f"rows {bad[:10].tolist()} of 'features' contain NaN or infinite values")
-    return x.astype(np.float32)
-
-
 def decide(perf: np.ndarray, cost: np.ndarray, budget: float | None = None,
            tradeoff: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Chosen model index (n,) and whether it is within the budget (n,), from (n, M) predictions."""
@@ -134,26 +120,50 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
         self.models = list(self.meta["models"])
         self.width = int(self.meta["input_width"])
         config = getattr(context, "model_config", None) or {}
+        self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
+        self.max_image_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
         options = ort.SessionOptions()
         options.log_severity_level = 3
         providers = choose_providers(config.get("providers"))
         self.session = ort.InferenceSession(context.artifacts[ONNX_ARTIFACT], sess_options=options,
                                             providers=providers)
         log.info("router graph loaded with providers %s", self.session.get_providers())
+        self._load_features(context, providers)
+
+    def _load_features(self, context, providers: list[str]) -> None:
+        """The exported feature pipeline, when the model has one (else ``features`` input only)."""
+        self.feature_runtime = None
+        self.raw_refusal = self.meta.get("features", {}).get("raw_refusal", "") or (
+            "this model was logged without its feature pipeline")
+        folder = context.artifacts.get(FEATURES_ARTIFACT)
+        if folder and os.path.isdir(folder):
+            self.feature_runtime = load_feature_runtime(folder, providers)
+            self.raw_refusal = ""
+
+    def _router_input(self, model_input: Any) -> np.ndarray:
+        """Validated router input (n, input_width) float32 from raw query rows or a features column."""
+        request = parse_request(model_input, width=self.width, max_rows=self.max_rows,
+                                max_image_pixels=self.max_image_pixels,
+                                accepts_raw=self.feature_runtime is not None, raw_refusal=self.raw_refusal)
+        if not request.raw:
+            return request.features
+        parts = self.feature_runtime.parts(request.texts(), request.images)
+        x = build_input(parts, self.meta["input_layout"])
+        check_finite_output(features=x)
+        return x
 
     def predict_arrays(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(perf, cost)`` each (n, M) float64 for a float32 input (n, input_width)."""
+        """``(perf, cost)`` each (n, M) float64 for a float32 input (n, input_width); never NaN/inf."""
         perf, cost = self.session.run(["perf", "cost"], {"x": x})
+        check_finite_output(perf=perf, cost=cost)
         return perf.astype(np.float64), cost.astype(np.float64)
 
-    def predict(self, context, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
-        params = params or {}
+    def _decide(self, model_input: Any, perf: np.ndarray, cost: np.ndarray,
+                params: dict[str, Any]) -> pd.DataFrame:
+        """The output frame: the chosen model per row under the request's params."""
         unknown = sorted(set(params) - {"budget", "tradeoff"})
         if unknown:
             raise bad_input(f"unknown params {unknown}; expected 'budget' or 'tradeoff'")
-        x = features_matrix(model_input, self.width)
-        perf, cost = self.predict_arrays(x)
         choice, within = decide(perf, cost, params.get("budget"), params.get("tradeoff"))
         out: dict[str, Any] = {}
         if isinstance(model_input, pd.DataFrame) and "id" in model_input.columns:
@@ -166,6 +176,12 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
         for j, name in enumerate(self.models):
             out[f"cost_{name}"] = cost[:, j]
         return pd.DataFrame(out)
+
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        x = self._router_input(model_input)
+        perf, cost = self.predict_arrays(x)
+        return self._decide(model_input, perf, cost, params or {})
 
 
 # Executed as model code by MLflow (a module named code_model_<hex>): register the model. Imported

@@ -35,6 +35,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_CODE = Path(__file__).with_name("onnx_router_model.py")
+# Shipped with the model (code_paths): importable there as the top-level package `mmroute_runtime`.
+RUNTIME_CODE = Path(__file__).with_name("mmroute_runtime")
 FORMAT_VERSION = 1
 DEFAULT_NAME = "router"
 
@@ -111,7 +113,7 @@ def router_metadata(router: Any, export: ExportResult, models: Sequence[str], *,
 
 def _pip_requirements() -> list[str]:
     reqs = []
-    for dist in ("mlflow", "numpy", "pandas"):
+    for dist in ("mlflow", "numpy", "pandas", "tokenizers", "pillow"):
         reqs.append(f"{dist}=={importlib.metadata.version(dist)}")
     for dist in ("onnxruntime-gpu", "onnxruntime"):
         try:
@@ -166,7 +168,7 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature,
             input_example=example, pip_requirements=_pip_requirements(),
-            registered_model_name=registered_model_name,
+            code_paths=[str(RUNTIME_CODE)], registered_model_name=registered_model_name,
             tags={"mmroute.router": meta["router"], **(tags or {})},
             params={"router": meta["router"], "input_width": meta["input_width"],
                     "export_backend": export.backend})
@@ -189,7 +191,7 @@ def save_router_model(router: Any, sample_features: Features, models: Sequence[s
             feature_info=feature_info, atol=atol, exporter=exporter)
         mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
                                  signature=signature, input_example=example,
-                                 pip_requirements=_pip_requirements())
+                                 pip_requirements=_pip_requirements(), code_paths=[str(RUNTIME_CODE)])
     return export
 
 
