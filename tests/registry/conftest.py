@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mmroute.data.table import OutcomeTable
-from mmroute.export.core import Adapter, register_adapter
-from mmroute.export.graph import affine_graph
+from mmroute.export.graph import affine_graph, save_model
 from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
@@ -30,6 +28,7 @@ class AffineConfig(RouterConfig):
 class AffineRouter(Router):
     name = "_test_affine"
     config_class = AffineConfig
+    deployable = True
 
     def _fit(self, features, correct, cost, **_):
         x = np.c_[features.fused, np.ones(len(features))].astype(np.float64)
@@ -43,13 +42,9 @@ class AffineRouter(Router):
         m = self.n_models_
         return out[:, :m], out[:, m:]
 
-
-def _write_affine(router, x, path, opset, exporter):
-    Path(path).write_bytes(affine_graph(router.w_, router.b_, opset=opset).SerializeToString())
-    return "onnx.helper"
-
-
-register_adapter(AffineRouter.name, Adapter(lambda r, f: f.fused, _write_affine))
+    def write_onnx(self, x_sample, path, *, opset, exporter):
+        save_model(affine_graph(self.w_, self.b_, opset=opset), path)
+        return "onnx.helper"
 
 
 def make_split(n=400, d=6, seed=0):

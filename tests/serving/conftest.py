@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mmroute.export.core import Adapter, register_adapter
-from mmroute.export.graph import affine_graph
+from mmroute.export.graph import affine_graph, save_model
 from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
@@ -21,6 +19,7 @@ class ServedRouter(Router):
 
     name = "_test_served"
     config_class = RouterConfig
+    deployable = True
 
     def _fit(self, features, correct, cost, **_):
         x = np.c_[features.fused, np.ones(len(features))]
@@ -31,13 +30,9 @@ class ServedRouter(Router):
         out = features.fused.astype(np.float64) @ self.w_ + self.b_
         return out[:, :self.n_models_], out[:, self.n_models_:]
 
-
-def _write(router, x, path, opset, exporter):
-    Path(path).write_bytes(affine_graph(router.w_, router.b_, opset=opset).SerializeToString())
-    return "onnx.helper"
-
-
-register_adapter(ServedRouter.name, Adapter(lambda r, f: f.fused, _write))
+    def write_onnx(self, x_sample, path, *, opset, exporter):
+        save_model(affine_graph(self.w_, self.b_, opset=opset), path)
+        return "onnx.helper"
 
 
 @pytest.fixture(scope="module")

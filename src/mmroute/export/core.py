@@ -1,9 +1,8 @@
 """``export_router``: one verified ONNX graph per fitted router.
 
-A router family is exported by an *adapter*: how to build the graph's input from
-:class:`~mmroute.features.Features` and how to write the graph. Torch routers (a plain
-``nn.Module`` in ``router.network_`` and ``router.export_input``) share one adapter; sklearn-based
-routers have one each in :mod:`mmroute.export.adapters`, reading their fitted ``*_`` attributes.
+Each router family owns its export (the router contract, :class:`mmroute.routers.Router`): the
+class declares ``deployable`` and implements ``onnx_input(features)`` (the graph input) and
+``write_onnx(x_sample, path, opset=, exporter=)`` (the graph). This module only calls them.
 
 Every graph is checked against the native router on held-out rows before it is accepted: the file
 is written to a temporary name, run with onnxruntime, compared, and only then moved into place.
@@ -17,19 +16,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from mmroute.features.types import Features
+from mmroute.routers.base import NotExportableError, Router, list_routers, router_class
 
 __all__ = [
     "ExportResult",
     "ExportParityError",
     "NotExportableError",
-    "Adapter",
-    "register_adapter",
-    "find_adapter",
+    "EXPORTERS",
     "exportable_routers",
     "not_exportable_routers",
     "export_router",
@@ -49,10 +47,6 @@ _LAYOUTS: tuple[tuple[str, ...], ...] = (
 
 class ExportParityError(RuntimeError):
     """The exported graph disagrees with the native router beyond the tolerance."""
-
-
-class NotExportableError(ValueError):
-    """The router (or its configuration) has no ONNX export."""
 
 
 @dataclass(frozen=True)
@@ -79,101 +73,31 @@ class ExportResult:
         return out
 
 
-InputFn = Callable[[Any, Features], np.ndarray]
-WriteFn = Callable[..., str]
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
-@dataclass(frozen=True)
-class Adapter:
-    """How one router family is exported.
-
-    ``input_fn(router, features) -> x`` (float32, (n, d)) builds the graph input;
-    ``write_fn(router, x_sample, path, opset, exporter) -> backend`` writes the graph and names the
-    tool used (``exporter`` only matters to torch routers).
-    """
-
-    input_fn: InputFn
-    write_fn: WriteFn
-
-
-_ADAPTERS: dict[str, Adapter] = {}
-_UNSUPPORTED: dict[str, str] = {}
-
-
-def register_adapter(names: str | Sequence[str], adapter: Adapter | None = None, *,
-                     unsupported: str | None = None) -> None:
-    """Declare the adapter for router ``names``, or (``unsupported=reason``) that they cannot export.
-
-    A name already declared is refused, so two families cannot silently claim one router.
-    """
-    for name in [names] if isinstance(names, str) else names:
-        if name in _ADAPTERS or name in _UNSUPPORTED:
-            raise ValueError(f"an ONNX export for router {name!r} is already registered")
-        if unsupported is not None:
-            _UNSUPPORTED[name] = unsupported
-        elif adapter is not None:
-            _ADAPTERS[name] = adapter
-        else:
-            raise ValueError("register_adapter needs an adapter or an unsupported= reason")
-
-
-def _ensure_adapters() -> None:
-    # The family adapters register themselves on import; lazy so `import mmroute.export` stays cheap.
-    import mmroute.export.adapters  # noqa: F401
-
-
-def _is_torch_router(router: Any) -> bool:
-    if not hasattr(router, "export_input") or not hasattr(router, "network_"):
-        return False
-    import torch
-    return isinstance(router.network_, torch.nn.Module)
-
-
-def _torch_input(router: Any, features: Features) -> np.ndarray:
-    return np.asarray(router.export_input(features), dtype=np.float32)
-
-
-def _torch_write(router: Any, x: np.ndarray, path: Path, opset: int, exporter: str) -> str:
-    from mmroute.export.torch_export import export_module
-    return export_module(router.network_, x, path, opset=opset,
-                         dynamo={"auto": None, "dynamo": True, "torchscript": False}[exporter])
-
-
-TORCH_ADAPTER = Adapter(_torch_input, _torch_write)
-
-
-def find_adapter(router: Any) -> Adapter:
-    """The adapter for a fitted router; raises :class:`NotExportableError` naming the reason."""
-    _ensure_adapters()
-    name = getattr(router, "name", type(router).__name__)
-    if name in _UNSUPPORTED:
-        raise NotExportableError(f"router {name!r} is not exportable to ONNX: {_UNSUPPORTED[name]}")
-    if name in _ADAPTERS:
-        return _ADAPTERS[name]
-    if _is_torch_router(router):
-        return TORCH_ADAPTER
-    raise NotExportableError(
-        f"no ONNX export for router {name!r} ({type(router).__name__}); exportable: "
-        f"{', '.join(exportable_routers())} and any router with a torch `network_` and `export_input`")
-
-
 def exportable_routers() -> list[str]:
-    """Names of the routers with a dedicated adapter (torch routers are found by their attributes)."""
-    _ensure_adapters()
-    return sorted(_ADAPTERS)
+    """Names of the routers whose class declares ``deployable``."""
+    return [n for n in list_routers() if router_class(n).deployable]
 
 
 def not_exportable_routers() -> dict[str, str]:
-    """Router names that cannot be deployed as ONNX graphs -> the reason."""
-    _ensure_adapters()
-    return dict(_UNSUPPORTED)
+    """Router names that cannot be deployed as ONNX graphs -> the reason their class gives."""
+    return {n: router_class(n).not_deployable_reason for n in list_routers() if not router_class(n).deployable}
 
 
-def router_input(router: Any, features: Features) -> np.ndarray:
-    """The graph input for ``features``: float32 array of shape (n, d_in)."""
-    x = find_adapter(router).input_fn(router, features)
-    x = np.asarray(x, dtype=np.float32)
+def _check_deployable(router: Router) -> None:
+    if not isinstance(router, Router):
+        raise TypeError(f"expected a fitted mmroute.routers.Router, got {type(router).__name__}")
+    if not type(router).deployable:
+        raise NotExportableError(f"router {router.name!r} is not exportable to ONNX: "
+                                 f"{type(router).not_deployable_reason}")
+
+
+def router_input(router: Router, features: Features) -> np.ndarray:
+    """The graph input for ``features`` (``router.onnx_input``): float32 array of shape (n, d_in)."""
+    _check_deployable(router)
+    x = np.asarray(router.onnx_input(features), dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != len(features):
         raise RuntimeError(f"router input must have shape ({len(features)}, d), got {x.shape}")
     return x
@@ -252,7 +176,7 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0))
 
 
-def export_router(router: Any, sample_features: Features, path: str | Path, *,
+def export_router(router: Router, sample_features: Features, path: str | Path, *,
                   check_features: Features | None = None, atol: float = DEFAULT_ATOL,
                   opset: int | None = None, exporter: str = "auto") -> ExportResult:
     """Export a fitted router to one ONNX graph ``x -> (perf, cost)`` and verify it.
@@ -277,24 +201,20 @@ def export_router(router: Any, sample_features: Features, path: str | Path, *,
 
     Raises
     ------
-    NotExportableError : the router family has no ONNX form.
+    NotExportableError : the router family has no ONNX form (its class is not ``deployable``).
     ExportParityError : the graph's outputs differ from ``router.predict`` by more than ``atol``.
     """
     from mmroute.export.graph import DEFAULT_OPSET, run_onnx
 
-    if getattr(router, "needs_outcomes", False):
-        raise NotExportableError(f"router {router.name!r} reads the actual outcomes at prediction time; "
-                                 "it is an evaluation bound, not a deployable router")
+    _check_deployable(router)
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r} is not one of {list(EXPORTERS)}")
-    if hasattr(router, "check_fitted"):
-        router.check_fitted()
+    router.check_fitted()
     if not isinstance(sample_features, Features) or len(sample_features) == 0:
         raise ValueError("sample_features must be a non-empty mmroute.features.Features")
     check_features = sample_features if check_features is None else check_features
     opset = int(opset or DEFAULT_OPSET)
-    adapter = find_adapter(router)
-    name = getattr(router, "name", type(router).__name__)
+    name = router.name
 
     start = time.perf_counter()
     path = Path(path)
@@ -302,7 +222,7 @@ def export_router(router: Any, sample_features: Features, path: str | Path, *,
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         x_sample = router_input(router, sample_features)
-        backend = adapter.write_fn(router, x_sample, tmp, opset, exporter)
+        backend = router.write_onnx(x_sample, tmp, opset=opset, exporter=exporter)
         x_check = router_input(router, check_features)
         perf_ref, cost_ref = router.predict(check_features)
         perf, cost = run_onnx(tmp, x_check)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,6 +25,8 @@ __all__ = [
     "cluster_lookup_graph",
     "nearest_centre",
     "parallel_outputs",
+    "save_model",
+    "sklearn_graph",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,18 @@ def run_onnx(model: str | Path | bytes, x: np.ndarray, *, providers: Sequence[st
                                    providers=list(providers or ["CPUExecutionProvider"]))
     perf, cost = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
     return perf, cost
+
+
+def save_model(model: Any, path: str | Path) -> None:
+    """Write an ``onnx.ModelProto`` to ``path``."""
+    Path(path).write_bytes(model.SerializeToString())
+
+
+def sklearn_graph(estimator: Any, width: int, opset: int = DEFAULT_OPSET) -> Any:
+    """A fitted sklearn ``estimator`` converted by skl2onnx with a float64 input (batch, width)."""
+    from skl2onnx import to_onnx
+
+    return to_onnx(estimator, np.zeros((1, width), dtype=np.float64), target_opset=opset)
 
 
 class GraphBuilder:

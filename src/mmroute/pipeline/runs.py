@@ -132,10 +132,12 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
         if not done:
             raise RuntimeError(f"every router failed: {failed}")
         frame = comparison_frame([r.row() for r in done])
-        # The oracle reads the true outcomes: a reference line, never a router to pick.
+        # Evaluation baselines (the oracle reads the true outcomes, random is noise) are reference
+        # lines, never the router to pick: the best child is the best deployable one, the one
+        # `register` would take.
         from mmroute.routers import router_class
 
-        references = [r.router for r in done if router_class(r.router).needs_outcomes]
+        references = [r.router for r in done if not router_class(r.router).deployable]
         if len(references) == len(done):
             references = []
         best = log_comparison(frame, metric=cfg.select_metric, exclude=references)
@@ -224,7 +226,7 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
         log_params(params)
         log_table_input(table, context="evaluation", name=f"{dataset_tag(table)[:80]}-{rows}", source=spec)
         features = pipeline.transform(table)
-        kwargs = {"correct": table.correct, "cost": table.cost} if getattr(router, "needs_outcomes", False) else {}
+        kwargs = {"correct": table.correct, "cost": table.cost} if router.needs_outcomes else {}
         perf, cost = router.predict(features, **kwargs)
         # Same call as fit_and_evaluate, so re-scoring the run's own test rows reproduces its metrics.
         datasets = table.datasets if len(table.dataset_names) > 1 else None

@@ -41,19 +41,16 @@ def select_run(client: Any, run_id: str, metric: str = DEFAULT_METRIC) -> tuple[
     """The run to register: the best child of a parent run by ``metric``, or the run itself.
 
     Returns ``(run, parent_run_id)``; ``parent_run_id`` is None when ``run_id`` has no children.
-    Children that failed, lack the metric, or trained a router that cannot be deployed (the
-    oracle reads true outcomes) are skipped; none left raises ``KeyError`` listing what was logged.
+    Children that failed, lack the metric, or trained a router whose class is not ``deployable``
+    (``random``, ``oracle``) are skipped; none left raises ``KeyError`` listing what was logged.
     """
-    from mmroute.export import not_exportable_routers
-
     run = client.get_run(run_id)
     children = client.search_runs([run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
     if not children:
         return run, None
-    evaluation_only = set(not_exportable_routers())
     scored = [c for c in children
-              if c.info.status != "FAILED" and _router_name(c) not in evaluation_only
+              if c.info.status != "FAILED" and _deployable(_router_name(c))
               and metric in c.data.metrics and not math.isnan(c.data.metrics[metric])]
     if not scored:
         logged = sorted({k for c in children for k in c.data.metrics})
@@ -63,6 +60,14 @@ def select_run(client: Any, run_id: str, metric: str = DEFAULT_METRIC) -> tuple[
     log.info("best child of %s by %s (%s is better): %s = %.4f", run_id, metric,
              "lower" if lower else "higher", best.info.run_id, best.data.metrics[metric])
     return best, run_id
+
+
+def _deployable(name: str) -> bool:
+    """What the router's class declares; a router unknown to this process (defined in a module
+    not imported here) is not ruled out: its run either logged a model or fails to export."""
+    from mmroute.routers import list_routers, router_class
+
+    return name not in list_routers() or router_class(name).deployable
 
 
 def _router_name(run: Any) -> str:

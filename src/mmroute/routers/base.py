@@ -1,8 +1,17 @@
-"""The router interface and the name -> class registry.
+"""The router interface (the router contract) and the name -> class registry.
 
 A router is fitted on training features and outcomes and predicts, for every instance and every
 model, a performance score and a cost. Decisions (budget rule, trade-off rule), sweeps and metrics
 live once in :mod:`mmroute.evaluation`; a router never makes a routing decision itself.
+
+Everything the rest of mmroute needs to know about a router family is declared on its class, in
+one place (see :class:`Router`): its name and config, three flags (``deployable``, ``blendable``,
+``needs_outcomes``) and its ONNX export (:meth:`Router.onnx_input`, :meth:`Router.write_onnx`).
+Training, sweeps, ensembles, export, registration and serving read those, never a router's
+private fitted attributes and never a list of names kept somewhere else.
+
+The built-in routers are listed explicitly in :mod:`mmroute.routers.zoo`; :func:`register_router`
+adds a router defined anywhere else (a user module) to the same registry.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -20,6 +30,7 @@ __all__ = [
     "Router",
     "RouterConfig",
     "NotFittedError",
+    "NotExportableError",
     "register_router",
     "list_routers",
     "create_router",
@@ -33,6 +44,10 @@ class NotFittedError(RuntimeError):
     """Raised when ``predict`` is called before ``fit``."""
 
 
+class NotExportableError(ValueError):
+    """The router (or its configuration) has no ONNX export."""
+
+
 @dataclasses.dataclass
 class RouterConfig:
     """Base config: every router config is a dataclass deriving from this one."""
@@ -44,18 +59,50 @@ class RouterConfig:
 
 
 class Router(ABC):
-    """Base class of all routers.
+    """Base class of all routers: the router contract.
 
     Subclasses set ``name`` and ``config_class``, keep ``__init__`` to storing the config, learn
     state in attributes ending with ``_``, and implement :meth:`_fit` and :meth:`_predict`.
 
-    ``needs_outcomes = True`` marks routers that read the actual outcomes at prediction time
-    (the oracle); evaluation passes them as ``predict(features, correct=..., cost=...)``.
+    Class flags, declared once per family and read everywhere a decision depends on them:
+
+    ``deployable``
+        The fitted router exports to one ONNX graph (:meth:`write_onnx`), so a sweep may pick it
+        as its best child and the registry may register it. Default False: a router without an
+        export is an evaluation baseline (``random``, ``oracle``). Declaring True requires
+        overriding :meth:`write_onnx` (checked when the class is defined).
+    ``blendable``
+        It may be a member of the ``ensemble`` router (default True).
+    ``needs_outcomes``
+        It reads the actual outcomes at prediction time (the oracle): evaluation passes them as
+        ``predict(features, correct=..., cost=...)``; implies not deployable and not blendable.
+
+    ONNX export (used by :func:`mmroute.export.export_router`, which writes to a temporary
+    file, checks parity against :meth:`predict` and only then moves the graph into place):
+
+    :meth:`onnx_input`
+        ``features -> x``, the graph input, float32 of shape (n_instances, d_in) (default:
+        ``features.fused``).
+    :meth:`write_onnx`
+        ``(x_sample, path, opset=, exporter=) -> backend``: write the graph ``x -> (perf, cost)``
+        to ``path`` and name the tool used.
     """
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[RouterConfig]] = RouterConfig
+    deployable: ClassVar[bool] = False
+    blendable: ClassVar[bool] = True
     needs_outcomes: ClassVar[bool] = False
+    #: Why a router that is not deployable has no export (used in error messages).
+    not_deployable_reason: ClassVar[str] = "it declares no ONNX export (deployable = False)"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.needs_outcomes and (cls.deployable or cls.blendable):
+            raise TypeError(f"{cls.__name__}: a router that reads the actual outcomes (needs_outcomes) "
+                            "cannot be deployable or blendable; set deployable = blendable = False")
+        if cls.deployable and cls.write_onnx is Router.write_onnx:
+            raise TypeError(f"{cls.__name__} declares deployable = True but does not implement write_onnx")
 
     def __init__(self, config: RouterConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -135,6 +182,39 @@ class Router(ABC):
         """Flat config, for logging."""
         return self.config.to_dict()
 
+    def selected_options(self) -> dict[str, Any]:
+        """Config options that refit this router with the hyper-parameters it selected on its
+        training rows (e.g. ``knn``'s leave-one-out ``k``); ensembles use them for their
+        out-of-fold refits. Default: none."""
+        self.check_fitted()
+        return {}
+
+    # ---------------------------------------------------------------- ONNX export
+    def onnx_input(self, features: Features) -> np.ndarray:
+        """The exported graph's input for ``features``: float32 of shape (n_instances, d_in).
+
+        Default: the fused vector. Routers that read the separate modalities override it.
+        """
+        self.check_fitted()
+        return np.ascontiguousarray(features.fused, dtype=np.float32)
+
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        """Write this fitted router as one ONNX graph ``x -> (perf, cost)`` to ``path``.
+
+        Parameters
+        ----------
+        x_sample : float32 array of shape (n, d_in), :meth:`onnx_input` of held-out rows (to trace
+            torch networks and to know the input width).
+        path : the file to write.
+        opset : ONNX opset.
+        exporter : torch routers only: "auto", "dynamo" or "torchscript".
+
+        Returns
+        -------
+        str naming the backend used (e.g. "skl2onnx (KMeans) + onnx lookup"), recorded with the run.
+        """
+        raise NotExportableError(f"router {self.name!r} is not exportable to ONNX: {self.not_deployable_reason}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 
@@ -145,33 +225,42 @@ R = TypeVar("R", bound=type[Router])
 
 
 def register_router(cls: R) -> R:
-    """Class decorator adding a router to the registry under ``cls.name``; refuses duplicates."""
+    """Class decorator adding a router defined outside mmroute (a user module) to the registry
+    under ``cls.name``; refuses a name that is already taken (built-in routers included)."""
     name = getattr(cls, "name", "")
+    if not isinstance(cls, type) or not issubclass(cls, Router):
+        raise TypeError(f"register_router expects a Router subclass, got {cls!r}")
     if not name:
         raise ValueError(f"{cls.__name__} has no name")
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise ValueError(f"router name {name!r} is already registered by {_REGISTRY[name].__name__}")
+    taken = _builtin().get(name) or _REGISTRY.get(name)
+    if taken is not None and taken is not cls:
+        raise ValueError(f"router name {name!r} is already registered by {taken.__name__}")
     _REGISTRY[name] = cls
     return cls
 
 
-def _ensure_builtin() -> None:
-    # Importing the families registers them; done lazily so `import mmroute` stays cheap.
-    import mmroute.routers.zoo  # noqa: F401
+def _builtin() -> dict[str, type[Router]]:
+    # The zoo is imported on first use so that `import mmroute` stays cheap.
+    from mmroute.routers.zoo import BUILTIN_ROUTERS
+
+    return {cls.name: cls for cls in BUILTIN_ROUTERS}
+
+
+def _all() -> dict[str, type[Router]]:
+    return {**_builtin(), **_REGISTRY}
 
 
 def list_routers() -> list[str]:
-    """Names of all registered routers, sorted."""
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    """Names of all routers (the built-in zoo and the registered ones), sorted."""
+    return sorted(_all())
 
 
 def router_class(name: str) -> type[Router]:
-    _ensure_builtin()
+    known = _all()
     try:
-        return _REGISTRY[name]
+        return known[name]
     except KeyError:
-        raise KeyError(f"unknown router {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
+        raise KeyError(f"unknown router {name!r}; valid names: {', '.join(sorted(known))}") from None
 
 
 def create_router(name: str, **overrides: Any) -> Router:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmroute.features.types import Features
-from mmroute.routers.base import Router, create_router, register_router, router_class
+from mmroute.routers.base import NotExportableError, Router, create_router, list_routers, router_class
 from mmroute.routers.regression import _ValidatedConfig, ridge_problems
 
 __all__ = ["EnsembleConfig", "EnsembleRouter", "simplex_least_squares"]
@@ -71,12 +73,9 @@ class EnsembleConfig(_ValidatedConfig):
         out = ridge_problems(1.0, self.alphas)
         if not self.members:
             out.append("members=() (expected at least one router name)")
-        from mmroute.routers.base import list_routers
-
-        known = list_routers()
-        bad = [m for m in self.members if m not in known or m in ("ensemble", "oracle")]
+        valid = [m for m in list_routers() if router_class(m).blendable]
+        bad = [m for m in self.members if m not in valid]
         if bad:
-            valid = [m for m in known if m not in ("ensemble", "oracle")]
             out.append(f"members {bad} are not blendable routers; valid: {valid}")
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in self.ks):
             out.append(f"ks={self.ks!r} (expected integers >= 1)")
@@ -85,7 +84,6 @@ class EnsembleConfig(_ValidatedConfig):
         return out
 
 
-@register_router
 class EnsembleRouter(Router):
     """Convex blend of member routers.
 
@@ -96,6 +94,8 @@ class EnsembleRouter(Router):
 
     name = "ensemble"
     config_class = EnsembleConfig
+    deployable = True   # when every member is (see write_onnx)
+    blendable = False
 
     def _member(self, name: str, selected: dict[str, Any] | None = None) -> Router:
         fields = {f.name for f in dataclasses.fields(router_class(name).config_class)}
@@ -115,7 +115,7 @@ class EnsembleRouter(Router):
         if n_folds < 2:
             raise ValueError(f"ensemble needs at least 2 training rows for its folds, got {n}")
         self.members_ = [self._member(name).fit(features, correct, cost) for name in c.members]
-        selected = [getattr(member, "selected_options", lambda: {})() for member in self.members_]
+        selected = [member.selected_options() for member in self.members_]
         oof_perf = np.zeros((len(c.members), n, m))
         oof_cost = np.zeros((len(c.members), n, m))
         folds = KFold(n_splits=n_folds, shuffle=True, random_state=c.seed).split(np.arange(n))
@@ -141,6 +141,41 @@ class EnsembleRouter(Router):
         perf = sum(w * p for w, (p, _) in zip(self.perf_weights_, preds))
         cost = sum(w * q for w, (_, q) in zip(self.cost_weights_, preds))
         return perf, cost
+
+    def onnx_input(self, features: Features) -> np.ndarray:
+        """The fused vector, which every member must read as its own graph input: only blends of
+        fused-input routers export as one graph."""
+        x = super().onnx_input(features)
+        for member in self.members_:
+            own = member.onnx_input(features)
+            if own.shape != x.shape or not np.array_equal(own, x):
+                raise NotExportableError(
+                    f"ensemble member {member.name!r} reads more than the fused features; only blends of "
+                    "fused-input routers (linear, linear_mf, knn, kmeans) export as one graph")
+        return x
+
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        """The members' graphs spliced into one, blended with the fitted weights."""
+        import onnx
+
+        from mmroute.export.graph import GraphBuilder, save_model
+
+        g = GraphBuilder(x_sample.shape[1], opset=opset)
+        perf_terms, cost_terms, backends = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, member in enumerate(self.members_):
+                member_path = Path(tmp) / f"member{i}.onnx"
+                backends.append(member.write_onnx(x_sample, member_path, opset=opset, exporter=exporter))
+                model = onnx.load(str(member_path))
+                out = g.embed(model, {model.graph.input[0].name: "x"}, f"m{i}_")
+                perf_terms.append(g.op("Mul", g.op("Cast", out["perf"], to=onnx.TensorProto.DOUBLE),
+                                       g.const(self.perf_weights_[i])))
+                cost_terms.append(g.op("Mul", g.op("Cast", out["cost"], to=onnx.TensorProto.DOUBLE),
+                                       g.const(self.cost_weights_[i])))
+        perf = perf_terms[0] if len(perf_terms) == 1 else g.op("Sum", *perf_terms)
+        cost = cost_terms[0] if len(cost_terms) == 1 else g.op("Sum", *cost_terms)
+        save_model(g.finish(perf, cost), path)
+        return "ensemble of " + ", ".join(backends)
 
 
 def _blend_weights(oof: np.ndarray, target: np.ndarray) -> np.ndarray:

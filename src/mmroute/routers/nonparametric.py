@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from mmroute.features.types import Features
-from mmroute.routers.base import Router, register_router
+from mmroute.routers.base import Router
 from mmroute.routers.regression import _ValidatedConfig
 
 __all__ = ["RandomConfig", "RandomRouter", "OracleConfig", "OracleRouter", "KNNConfig", "KNNRouter",
@@ -89,12 +90,13 @@ class RandomConfig(_ValidatedConfig):
     """Uniform random performance scores from ``seed``; cost = each model's training mean cost."""
 
 
-@register_router
 class RandomRouter(Router):
     """Seeded random scores: a lower bound. Fitted: ``mean_cost_`` (M,)."""
 
     name = "random"
     config_class = RandomConfig
+    not_deployable_reason = ("its scores are fresh random draws, not a function of the input "
+                             "(a baseline for evaluation, not a deployable router)")
 
     def _fit(self, features, correct, cost, **_):
         self.mean_cost_ = masked_column_means(cost)
@@ -111,7 +113,6 @@ class OracleConfig(_ValidatedConfig):
     """No options: the oracle predicts the actual outcomes."""
 
 
-@register_router
 class OracleRouter(Router):
     """The upper bound: predicts the actual outcomes passed at prediction time.
 
@@ -121,6 +122,9 @@ class OracleRouter(Router):
     name = "oracle"
     config_class = OracleConfig
     needs_outcomes = True
+    blendable = False
+    not_deployable_reason = ("it reads the actual outcomes at prediction time (an upper bound "
+                             "for evaluation, not a deployable router)")
 
     def _fit(self, features, correct, cost, **_):
         self.fitted_rows_ = int(correct.shape[0])
@@ -165,7 +169,6 @@ class KNNConfig(_ValidatedConfig):
         return out
 
 
-@register_router
 class KNNRouter(Router):
     """MMR-Bench ``KNNRouter``.
 
@@ -180,6 +183,7 @@ class KNNRouter(Router):
 
     name = "knn"
     config_class = KNNConfig
+    deployable = True
 
     def _fit(self, features, correct, cost, **_):
         c = self.config
@@ -218,7 +222,7 @@ class KNNRouter(Router):
                  {k: round(v, 5) for k, v in self.loo_brier_.items()})
         return best
 
-    def selected_options(self) -> dict[str, object]:
+    def selected_options(self) -> dict[str, Any]:
         """Options that refit this router with the hyper-parameters it selected (for ensembles'
         out-of-fold refits: the leave-one-out choice of ``k`` is made once, on all rows)."""
         self.check_fitted()
@@ -247,6 +251,17 @@ class KNNRouter(Router):
         return (neighbour_means(self.perf_values_, idx, self.perf_mean_),
                 neighbour_means(self.cost_values_, idx, self.cost_mean_))
 
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        """A hand-built graph (cosine similarity or distance, TopK, Gather, NaN-aware mean):
+        skl2onnx's ``KNeighborsRegressor`` converter averages plainly, while this router skips
+        missing outcomes."""
+        from mmroute.export.graph import knn_mean_graph, save_model
+
+        save_model(knn_mean_graph(self.train_x_, self.perf_values_, self.cost_values_, self.k_,
+                                  metric=self.config.metric, perf_fallback=self.perf_mean_,
+                                  cost_fallback=self.cost_mean_, opset=opset), path)
+        return "onnx (TopK neighbour means)"
+
 
 # --------------------------------------------------------------------------- k-means
 @dataclasses.dataclass
@@ -262,7 +277,6 @@ class KMeansConfig(_ValidatedConfig):
         return []
 
 
-@register_router
 class KMeansRouter(Router):
     """MMR-Bench ``KMeansRouter``.
 
@@ -272,6 +286,7 @@ class KMeansRouter(Router):
 
     name = "kmeans"
     config_class = KMeansConfig
+    deployable = True
 
     def _inputs(self, features: Features, *, fit: bool) -> np.ndarray:
         return features.fused
@@ -292,6 +307,26 @@ class KMeansRouter(Router):
     def _predict(self, features, **_):
         labels = self.kmeans_.predict(self._inputs(features, fit=False))
         return self.perf_centers_[labels], self.cost_centers_[labels]
+
+    def _cluster_lookup(self, g: Any, fused64: str, width: int) -> tuple[str, str]:
+        """The fitted ``KMeans`` converted by skl2onnx (float64; its ``label`` output), then a
+        Gather of the per-cluster mean outcomes and costs: (perf, cost) tensors of ``g``."""
+        from mmroute.export.graph import sklearn_graph
+
+        km = sklearn_graph(self.kmeans_, width, g.opset)
+        label = g.embed(km, {km.graph.input[0].name: fused64}, "kmeans_")["label"]
+        values = np.concatenate([self.perf_centers_, self.cost_centers_], axis=1)
+        row = g.op("Gather", g.const(values), label, axis=0)
+        m = self.n_models_
+        perf, cost = g.op("Split", row, g.const([m, m], np.int64), n_out=2, axis=1)
+        return perf, cost
+
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        from mmroute.export.graph import GraphBuilder, save_model
+
+        g = GraphBuilder(x_sample.shape[1], opset=opset)
+        save_model(g.finish(*self._cluster_lookup(g, g.x64, x_sample.shape[1])), path)
+        return "skl2onnx (KMeans) + onnx lookup"
 
 
 @dataclasses.dataclass
@@ -315,7 +350,6 @@ class KMeansAdaptiveConfig(KMeansConfig):
         return out
 
 
-@register_router
 class KMeansAdaptiveRouter(KMeansRouter):
     """k-means on :class:`~mmroute.features.fusion.AdaptiveFusion` of ``features.text`` and
     ``features.image``. Fitted: ``fusion_`` (None when there was no image modality), plus kmeans'."""
@@ -342,3 +376,24 @@ class KMeansAdaptiveRouter(KMeansRouter):
             raise ValueError("kmeans_adaptive was fitted with text and image features; "
                              "these features have no text modality")
         return self.fusion_.transform(features.text, features.image, features.image_mask)
+
+    def onnx_input(self, features: Features) -> np.ndarray:
+        """``[text, image, image_mask]`` when fitted with a fusion (the graph recomputes it), else
+        the fused vector (plain ``kmeans``)."""
+        self.check_fitted()
+        if self.fusion_ is None:
+            return super().onnx_input(features)
+        from mmroute.export.fusion_graph import modality_input
+
+        return modality_input(self.fusion_, features)
+
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        if self.fusion_ is None:
+            return super().write_onnx(x_sample, path, opset=opset, exporter=exporter)
+        from mmroute.export.fusion_graph import adaptive_fusion
+        from mmroute.export.graph import GraphBuilder, save_model
+
+        g = GraphBuilder(x_sample.shape[1], opset=opset)
+        fused = adaptive_fusion(g, self.fusion_)
+        save_model(g.finish(*self._cluster_lookup(g, fused, self.fusion_.n_features_out_)), path)
+        return "onnx (adaptive fusion) + skl2onnx (KMeans) + onnx lookup"

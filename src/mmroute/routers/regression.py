@@ -25,7 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from mmroute.features.types import Features
-from mmroute.routers.base import Router, RouterConfig, register_router
+from pathlib import Path
+
+from mmroute.routers.base import Router, RouterConfig
 
 __all__ = ["LinearConfig", "LinearRouter", "LinearMFConfig", "LinearMFRouter", "fit_masked_ridge",
            "ridge_problems"]
@@ -189,6 +191,15 @@ class _RidgeHeads(Router):
         """Representation as ``x @ P + o``: identity here."""
         return np.eye(self.n_features_), np.zeros(self.n_features_)
 
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        """The ridge heads as one affine map (:meth:`affine_map`), a float64 MatMul: there is no
+        fitted sklearn estimator to convert (the heads are solved in closed form)."""
+        from mmroute.export.graph import affine_graph, save_model
+
+        weight, bias = self.affine_map()
+        save_model(affine_graph(weight, bias, opset=opset), path)
+        return "onnx (affine ridge heads)"
+
 
 @dataclasses.dataclass
 class LinearConfig(_ValidatedConfig):
@@ -206,12 +217,12 @@ class LinearConfig(_ValidatedConfig):
         return ridge_problems(self.alpha, self.alphas)
 
 
-@register_router
 class LinearRouter(_RidgeHeads):
     """MMR-Bench ``Linear``: one ridge regression per model for performance and for cost."""
 
     name = "linear"
     config_class = LinearConfig
+    deployable = True
 
 
 @dataclasses.dataclass
@@ -233,12 +244,12 @@ class LinearMFConfig(_ValidatedConfig):
         return out
 
 
-@register_router
 class LinearMFRouter(_RidgeHeads):
     """Low-rank projection of the query (``svd_``, a fitted ``TruncatedSVD``) and ridge heads."""
 
     name = "linear_mf"
     config_class = LinearMFConfig
+    deployable = True
 
     def _represent(self, x: np.ndarray, *, fit: bool) -> np.ndarray:
         from sklearn.decomposition import TruncatedSVD
@@ -258,3 +269,17 @@ class LinearMFRouter(_RidgeHeads):
         # TruncatedSVD.transform is x @ components_.T (no centring).
         comp = self.svd_.components_.astype(np.float64)
         return comp.T, np.zeros(comp.shape[0])
+
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        """The fitted ``TruncatedSVD`` converted by skl2onnx (float64), then the ridge heads as a MatMul."""
+        from mmroute.export.graph import GraphBuilder, save_model, sklearn_graph
+
+        g = GraphBuilder(x_sample.shape[1], opset=opset)
+        svd = sklearn_graph(self.svd_, x_sample.shape[1], opset)
+        z = g.embed(svd, {svd.graph.input[0].name: g.x64}, "svd_")[svd.graph.output[0].name]
+        coef = np.concatenate([self.perf_coef_, self.cost_coef_], axis=0).T        # (rank, 2M)
+        bias = np.concatenate([self.perf_intercept_, self.cost_intercept_])
+        y = g.op("Add", g.op("MatMul", z, g.const(coef)), g.const(bias))
+        m = self.n_models_
+        save_model(g.finish(*g.op("Split", y, g.const([m, m], np.int64), n_out=2, axis=1)), path)
+        return "skl2onnx (TruncatedSVD) + onnx ridge heads"

@@ -1,6 +1,6 @@
 """Torch routers trained with Lightning: ``mlp``, ``mlp_mf``, ``cmr``, ``fusion_mf``.
 
-Importing this package registers them. torch and lightning are imported only when a router is
+They are listed in :mod:`mmroute.routers.zoo`. torch and lightning are imported only when a router is
 built or fitted, so ``import mmroute.routers.neural`` stays cheap.
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -120,6 +121,7 @@ class NeuralRouter(Router):
     """
 
     uses_modalities: ClassVar[bool] = False
+    deployable = True
     config: NeuralRouterConfig
 
     def __init__(self, config: NeuralRouterConfig | None = None, **overrides: Any) -> None:
@@ -134,11 +136,21 @@ class NeuralRouter(Router):
         return state
 
     # ------------------------------------------------------------------ inputs
-    def export_input(self, features: Features) -> np.ndarray:
+    def onnx_input(self, features: Features) -> np.ndarray:
         """The network input, float32 of shape (n_instances, d_in_): the fused vector, or
         ``[text, image, image_mask]`` for modality routers (zeros / 0 where there is no image)."""
         self.check_fitted()
         return self._input(features)
+
+    export_input = onnx_input  # the name used before the router contract; same method
+
+    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+        """``network_`` (a plain ``nn.Module``) through ``torch.onnx`` (see
+        :func:`mmroute.export.torch_export.export_module`)."""
+        from mmroute.export.torch_export import export_module
+
+        return export_module(self.network_, x_sample, path, opset=opset,
+                             dynamo={"auto": None, "dynamo": True, "torchscript": False}[exporter])
 
     def _input(self, features: Features) -> np.ndarray:
         if not self.uses_modalities:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from mmroute.routers.base import register_router
 from mmroute.routers.neural.base import NeuralRouter, NeuralRouterConfig, _positive_ints
 
 __all__ = ["MLPConfig", "MLPRouter", "MLPMFConfig", "MLPMFRouter", "CMRConfig", "CMRRouter",
@@ -29,7 +28,6 @@ class MLPConfig(NeuralRouterConfig):
         return super().problems() + _positive_ints("hidden", self.hidden)
 
 
-@register_router
 class MLPRouter(NeuralRouter):
     """MMR-Bench MLP router on the fused features."""
 
@@ -55,7 +53,6 @@ class MLPMFConfig(NeuralRouterConfig):
         return super().problems() + _positive_ints("hidden", self.hidden) + _positive_ints("latent", (self.latent,))
 
 
-@register_router
 class MLPMFRouter(NeuralRouter):
     """MMR-Bench MLP matrix-factorisation router on the fused features."""
 
@@ -87,7 +84,6 @@ class CMRConfig(NeuralRouterConfig):
         return out
 
 
-@register_router
 class CMRRouter(NeuralRouter):
     """MMR-Bench cross-modal router (CMR) over the text and image tokens."""
 
@@ -129,7 +125,6 @@ class FusionMFConfig(NeuralRouterConfig):
                 + _positive_ints("d_proj/latent/cost_latent", (self.d_proj, self.latent, self.cost_latent)))
 
 
-@register_router
 class FusionMFRouter(NeuralRouter):
     """Fusion matrix-factorisation router (see :class:`~mmroute.routers.neural.modules.FusionMFNet`)."""
 
