@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from mmroute.export import router_input
-from mmroute.export.onnx_router_model import decide
 from mmroute.export.pyfunc import input_frame, predict_frame_arrays, save_router_model
 
 MODELS = ["small", "medium", "large"]
@@ -34,7 +33,9 @@ def loaded(saved):
 def test_signature_declares_input_output_and_params(loaded):
     sig = loaded.metadata.signature
     assert sig.inputs.input_names() == ["features", "id"]
-    assert {p.name: p.default for p in sig.params.params} == {"budget": None, "tradeoff": None}
+    assert {p.name: p.default for p in sig.params.params} == {
+        "budget": None, "tradeoff": None, "target_cost": None, "target_quality": None, "models": None,
+        "fallback": None}
     assert "model" in sig.outputs.input_names() and "cost_large" in sig.outputs.input_names()
 
 
@@ -83,17 +84,21 @@ def test_malformed_input_is_rejected_with_a_message(loaded, frame, message):
         loaded.predict(frame)
 
 
-def test_decide_rejects_both_params_and_bad_values():
+@pytest.mark.parametrize("params, message", [
+    ({"budget": 1.0, "tradeoff": 1.0}, "at most one of"),
+    ({"tradeoff": -1.0}, "tradeoff must be a finite number >= 0"),
+    ({"budget": float("inf")}, "budget must be a finite number"),
+    ({"target_cost": 0.1}, "exported without them"),
+    ({"models": "small,huge"}, r"unknown model\(s\) \['huge'\]"),
+    ({"fallback": "nearest"}, "fallback='nearest' is not one of"),
+    ({"speed": 1.0}, r"unknown params \['speed'\]"),
+])
+def test_bad_params_are_rejected_with_a_message(saved, loaded, params, message):
     from mlflow.exceptions import MlflowException
 
-    perf, cost = np.array([[0.2, 0.9]]), np.array([[1.0, 5.0]])
-    assert decide(perf, cost)[0].tolist() == [1]
-    assert decide(perf, cost, budget=2.0)[0].tolist() == [0]
-    assert decide(perf, cost, budget=0.5)[1].tolist() == [False]
-    with pytest.raises(MlflowException, match="either 'budget' or 'tradeoff'"):
-        decide(perf, cost, budget=1.0, tradeoff=1.0)
-    with pytest.raises(MlflowException, match="tradeoff must be a finite number >= 0"):
-        decide(perf, cost, tradeoff=-1.0)
+    x = router_input(saved[0], saved[1])[:2]
+    with pytest.raises(MlflowException, match=message):
+        loaded.unwrap_python_model().predict(None, input_frame(x), params=params)
 
 
 def test_loading_needs_no_mmroute_code(saved, tmp_path):

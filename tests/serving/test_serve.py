@@ -112,7 +112,7 @@ def test_good_requests_get_routing_decisions(server, production_model):
     ({"dataframe_records": [{"features": [None, 0, 0, 0, 0, 0]}]}, "NaN or infinite"),
     ({"dataframe_records": [{"inputs": [0.0] * WIDTH}]}, "features"),
     ({"dataframe_records": [{"features": [0.0] * WIDTH}], "params": {"budget": 1.0, "tradeoff": 0.5}},
-     "either 'budget' or 'tradeoff'"),
+     "give at most one of"),
     ("{not json", ""),
 ])
 def test_malformed_requests_get_4xx_and_the_server_stays_up(server, payload, message):

@@ -9,6 +9,12 @@ cheapest predicted cost (the best predicted performance among its cheapest-predi
 The curve point for ``C`` is (mean actual cost, mean actual correctness) of the picks, and ``C``
 is swept over every distinct predicted cost, ascending.
 
+Evaluation defaults to ``"first"`` because that is what reproduces the reference figures
+(ANCHORS); the served model (``mmroute.export.mmroute_runtime.decide``, a self-contained copy of
+these rules) defaults to ``"cheapest"``, which honours a spending limit whatever the column order.
+Both accept both fallbacks, and ``tests/export/test_decide_consistency.py`` requires identical
+choices for each.
+
 The reference re-scans the table once per threshold: ``O(T * n * M)`` with ``T`` up to ``n * M``.
 Here each instance's choice can only change when one of *its* predicted costs is reached, so we
 sort each row by predicted cost, take a prefix argmax with the tie rule, turn every step into an
@@ -25,9 +31,10 @@ import numpy as np
 
 from mmroute.evaluation._checks import check_outcomes, check_predictions
 
-__all__ = ["SweepCurve", "FALLBACKS", "budget_decisions", "budget_sweep", "cost_accuracy_curve"]
+__all__ = ["SweepCurve", "FALLBACKS", "DEFAULT_FALLBACK", "budget_decisions", "budget_sweep", "cost_accuracy_curve"]
 
 FALLBACKS = ("first", "cheapest")
+DEFAULT_FALLBACK = "first"  # the reference's; see the module docstring
 
 
 @dataclass(frozen=True)

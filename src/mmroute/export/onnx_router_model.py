@@ -8,12 +8,32 @@ Input (see ``mmroute_runtime.inputs``): rows with ``question`` (string), optiona
 PNG/JPEG) and ``context``; or rows with ``features`` (a list of ``input_width`` floats, for clients
 that already hold vectors); optional ``id``. The exported feature pipeline (artifact ``features``)
 turns raw rows into the router input, then the router graph predicts per-model performance and
-cost. Params (optional, declared in the signature): ``budget`` (pick the best predicted performance
-among models whose predicted cost is <= budget; when none fits, the cheapest predicted model,
-flagged ``within_budget = False``) or ``tradeoff`` (lambda >= 0: pick argmax of perf - lambda *
-cost). Neither: the best predicted performance. Ties go to the lowest model index. Output, one row
-per input row: ``id`` (when given), ``model`` (chosen name), ``model_index``, ``within_budget``,
-then ``perf_<name>`` and ``cost_<name>`` for every model.
+cost, and the request's params pick the model.
+
+Params (optional, declared in the signature; at most one of the first four):
+
+* ``budget``: the best predicted performance among models whose predicted cost is <= budget;
+  when none fits, the ``fallback`` (default ``"cheapest"``: the best predicted performance among
+  the row's cheapest-predicted models; ``"first"``: model 0, as the MMR-Bench reference; see
+  ``mmroute_runtime.decide``);
+* ``tradeoff`` (lambda >= 0): argmax of perf - lambda * cost;
+* ``target_cost`` (USD per query): the calibrated operating point that is most accurate with an
+  expected mean cost within it (below the cheapest point: the cheapest, ``within_target`` False);
+* ``target_quality`` (a fraction of the best single model's accuracy, e.g. 0.95): the cheapest
+  calibrated point expected to reach it;
+* ``models``: comma-separated names, the models allowed for this request (default all; an
+  unknown name is a 400 naming it);
+* ``fallback``: ``"cheapest"`` or ``"first"``, for ``budget``.
+
+None of the rule params: the best predicted performance (the trade-off rule at lambda = 0).
+Ties go to the lowest model index.
+
+Output, one row per input row: ``id`` (when given), ``model`` (chosen name), ``model_index`` (in
+the pool), ``ranking`` (the allowed models best first: failing over down it equals asking again
+without the models that are down), ``within_budget``, ``within_target``, ``rule`` and ``param``
+(the operating point used), ``expected_cost`` and ``expected_accuracy`` (that point's mean cost
+per query and accuracy on the calibration rows; absent when the model has no calibration), then
+``perf_<name>`` and ``cost_<name>`` for every model of the pool.
 
 Model config (``model_config`` at log or load time): ``max_rows`` (rows per request, default 1024),
 ``max_image_pixels`` (default 36,000,000), ``providers`` (onnxruntime providers).
@@ -32,15 +52,21 @@ import numpy as np
 import pandas as pd
 
 if __name__.startswith("mmroute."):
+    from .mmroute_runtime import calibration as runtime_calibration
+    from .mmroute_runtime import decide as runtime_decide
     from .mmroute_runtime.features import build_input, load_feature_runtime
     from .mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS, bad_input,
                                          check_finite_output, features_matrix, parse_request)
 else:
     try:  # executed as a logged model's code: the runtime package is on sys.path via code_paths
+        from mmroute_runtime import calibration as runtime_calibration
+        from mmroute_runtime import decide as runtime_decide
         from mmroute_runtime.features import build_input, load_feature_runtime
         from mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS, bad_input,
                                             check_finite_output, features_matrix, parse_request)
     except ModuleNotFoundError:  # executed from mmroute's source tree while the model is logged
+        from mmroute.export.mmroute_runtime import calibration as runtime_calibration
+        from mmroute.export.mmroute_runtime import decide as runtime_decide
         from mmroute.export.mmroute_runtime.features import build_input, load_feature_runtime
         from mmroute.export.mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS,
                                                            bad_input, check_finite_output,
@@ -51,6 +77,9 @@ log = logging.getLogger("mmroute.serving")
 ONNX_ARTIFACT = "router_onnx"
 META_ARTIFACT = "router_meta"
 FEATURES_ARTIFACT = "features"
+CALIBRATION_ARTIFACT = "router_calibration"
+RULE_PARAMS = ("budget", "tradeoff", "target_cost", "target_quality")
+PARAMS = RULE_PARAMS + ("models", "fallback")
 PROVIDERS_ENV = "MMROUTE_ORT_PROVIDERS"
 
 
@@ -87,28 +116,6 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def decide(perf: np.ndarray, cost: np.ndarray, budget: float | None = None,
-           tradeoff: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Chosen model index (n,) and whether it is within the budget (n,), from (n, M) predictions."""
-    if budget is not None and tradeoff is not None:
-        raise bad_input("give either 'budget' or 'tradeoff', not both")
-    n = perf.shape[0]
-    if budget is not None:
-        budget = float(budget)
-        if not np.isfinite(budget):
-            raise bad_input(f"budget must be a finite number, got {budget}")
-        fits = cost <= budget
-        masked = np.where(fits, perf, -np.inf)
-        choice = np.where(fits.any(axis=1), masked.argmax(axis=1), cost.argmin(axis=1))
-        return choice, fits.any(axis=1)
-    if tradeoff is not None:
-        tradeoff = float(tradeoff)
-        if not (np.isfinite(tradeoff) and tradeoff >= 0):
-            raise bad_input(f"tradeoff must be a finite number >= 0, got {tradeoff}")
-        return (perf - tradeoff * cost).argmax(axis=1), np.ones(n, dtype=bool)
-    return perf.argmax(axis=1), np.ones(n, dtype=bool)
-
-
 class OnnxRouterModel(mlflow.pyfunc.PythonModel):
     """Routes each row to a model with the router's ONNX graph (see the module docstring)."""
 
@@ -119,6 +126,9 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
             self.meta = json.load(fh)
         self.models = list(self.meta["models"])
         self.width = int(self.meta["input_width"])
+        self.fallback = runtime_decide.check_fallback(self.meta.get("fallback", runtime_decide.SERVING_FALLBACK))
+        cal_path = context.artifacts.get(CALIBRATION_ARTIFACT)
+        self.calibration = None if cal_path is None else runtime_calibration.Calibration.load(cal_path)
         config = getattr(context, "model_config", None) or {}
         self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
         self.max_image_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
@@ -158,19 +168,97 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
         check_finite_output(perf=perf, cost=cost)
         return perf.astype(np.float64), cost.astype(np.float64)
 
-    def _decide(self, model_input: Any, perf: np.ndarray, cost: np.ndarray,
-                params: dict[str, Any]) -> pd.DataFrame:
-        """The output frame: the chosen model per row under the request's params."""
-        unknown = sorted(set(params) - {"budget", "tradeoff"})
+    # ------------------------------------------------------------ decisions
+    def _allowed(self, value: Any) -> list[int]:
+        if value is None:
+            return list(range(len(self.models)))
+        names = value.split(",") if isinstance(value, str) else list(value)
+        names = [str(n).strip() for n in names if str(n).strip()]
+        if not names:
+            raise bad_input(f"'models' names no model; expected comma-separated names among {self.models}")
+        unknown = [n for n in names if n not in self.models]
         if unknown:
-            raise bad_input(f"unknown params {unknown}; expected 'budget' or 'tradeoff'")
-        choice, within = decide(perf, cost, params.get("budget"), params.get("tradeoff"))
+            raise bad_input(f"'models' names unknown model(s) {unknown}; this router's pool is {self.models}")
+        return sorted({self.models.index(n) for n in names})
+
+    def _request(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Validated params: ``rule``, ``param``, ``target``, ``cols``, ``fallback``."""
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise bad_input(f"unknown params {unknown}; expected any of {list(PARAMS)}")
+        given = [k for k in RULE_PARAMS if k in params]
+        if len(given) > 1:
+            raise bad_input(f"give at most one of {list(RULE_PARAMS)}, got {given}")
+        fallback = params.get("fallback", self.fallback)
+        if fallback not in runtime_decide.FALLBACKS:
+            raise bad_input(f"fallback={fallback!r} is not one of {list(runtime_decide.FALLBACKS)}")
+        # No rule param: the best predicted performance, which is the trade-off rule at lambda = 0.
+        request = {"rule": "tradeoff", "param": 0.0, "target": None, "cols": self._allowed(params.get("models")),
+                   "fallback": fallback}
+        if not given:
+            return request
+        key = given[0]
+        try:
+            value = float(params[key])
+        except (TypeError, ValueError):
+            raise bad_input(f"{key} must be a number, got {params[key]!r}") from None
+        if not np.isfinite(value):
+            raise bad_input(f"{key} must be a finite number, got {value}")
+        if key == "budget":
+            request.update(rule="budget", param=value)
+        elif key == "tradeoff":
+            if value < 0:
+                raise bad_input(f"tradeoff must be a finite number >= 0, got {value}")
+            request.update(rule="tradeoff", param=value)
+        else:
+            if self.calibration is None:
+                raise bad_input(f"{key} needs calibrated operating points, and this model was exported "
+                                "without them; use 'budget' or 'tradeoff'")
+            if key == "target_cost" and value < 0:
+                raise bad_input(f"target_cost must be >= 0 (USD per query), got {value}")
+            if key == "target_quality" and not 0 < value <= 1.5:
+                raise bad_input(f"target_quality is a fraction of the best single model's accuracy "
+                                f"(e.g. 0.95), expected a number in (0, 1.5], got {value}")
+            cols = request["cols"]
+            point = (self.calibration.for_cost(value, cols) if key == "target_cost"
+                     else self.calibration.for_quality(value, cols))
+            request.update(rule=point.rule, param=point.param, target=point,
+                           fallback=self.calibration.fallback)
+        return request
+
+    def _decide(self, model_input: Any, perf: np.ndarray, cost: np.ndarray,
+                params: dict[str, Any] | None) -> pd.DataFrame:
+        """The output frame: the chosen model, ranking and operating point per row."""
+        request = self._request(params)
+        cols = np.asarray(request["cols"], dtype=np.int64)
+        rule, param, fallback = request["rule"], request["param"], request["fallback"]
+        sub_perf, sub_cost = perf[:, cols], cost[:, cols]
+        order = runtime_decide.ranking(sub_perf, sub_cost, rule, param, fallback)
+        choice = cols[order[:, 0]]
+        n = perf.shape[0]
+        within_budget = (np.ones(n, dtype=bool) if rule != "budget"
+                         else (sub_cost <= param).any(axis=1))
+        point = request["target"]
+        within_target = within_budget if point is None else np.full(n, point.within_target)
+        names = np.asarray(self.models, dtype=object)
         out: dict[str, Any] = {}
         if isinstance(model_input, pd.DataFrame) and "id" in model_input.columns:
             out["id"] = model_input["id"].astype(str).to_numpy()
-        out["model"] = np.asarray(self.models, dtype=object)[choice]
+        out["model"] = names[choice]
         out["model_index"] = choice.astype(np.int64)
-        out["within_budget"] = within
+        out["ranking"] = [list(row) for row in names[cols[order]]]
+        out["within_budget"] = within_budget
+        out["within_target"] = within_target
+        out["rule"] = np.full(n, rule, dtype=object)
+        out["param"] = np.full(n, float(param))
+        if self.calibration is not None:
+            if point is not None:
+                expected = (point.expected_cost, point.expected_accuracy)
+            else:
+                expected = self.calibration.expected(rule, param, cols, fallback)
+            out["expected_cost"] = np.full(n, expected[0])
+            out["expected_accuracy"] = np.full(n, expected[1])
         for j, name in enumerate(self.models):
             out[f"perf_{name}"] = perf[:, j]
         for j, name in enumerate(self.models):

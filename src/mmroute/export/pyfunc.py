@@ -2,9 +2,16 @@
 
 The model's code is :mod:`mmroute.export.onnx_router_model`, logged as "model from code": MLflow
 copies that single self-contained file into the model, so loading and serving need mlflow, numpy,
-pandas and onnxruntime only. The signature declares the input (``features``: a list of
-``input_width`` floats per row, optional ``id``), the output columns, and the inference params
-``budget`` and ``tradeoff`` (both optional; default = best predicted performance).
+pandas and onnxruntime only; the serving helpers (decision rules, calibrated operating points) travel
+with it as the package :mod:`mmroute.export.mmroute_runtime` (``code_paths``). The signature declares
+the input (``features``: a list of ``input_width`` floats per row, optional ``id``), the output
+columns, and the inference params ``budget``, ``tradeoff``, ``target_cost``, ``target_quality``,
+``models`` and ``fallback`` (all optional; default = best predicted performance).
+
+With a ``calibration`` (:func:`mmroute.export.calibration.calibrate`: out-of-fold predictions on
+training rows), the model stores it (artifact ``router_calibration``), answers ``target_cost`` /
+``target_quality`` and reports each answer's expected cost and accuracy; the operating-point table
+is also logged to the run (``calibration/operating_points.csv`` and a plot).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmroute.export.core import ExportResult, export_router, router_input
+from mmroute.export.mmroute_runtime.calibration import Calibration
+from mmroute.export.mmroute_runtime.decide import SERVING_FALLBACK, check_fallback
 from mmroute.features.types import Features
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "log_router_model",
     "save_router_model",
     "predict_frame_arrays",
+    "log_calibration",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,7 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("onnx_router_model.py")
 # Shipped with the model (code_paths): importable there as the top-level package `mmroute_runtime`.
 RUNTIME_CODE = Path(__file__).with_name("mmroute_runtime")
+CALIBRATION_DIR = "calibration"
 FORMAT_VERSION = 1
 DEFAULT_NAME = "router"
 
@@ -51,11 +62,19 @@ def router_signature(models: Sequence[str], input_width: int):
     inputs = Schema([ColSpec(Array(DataType.double), "features"),
                      ColSpec(DataType.string, "id", required=False)])
     outputs = Schema([ColSpec(DataType.string, "model"), ColSpec(DataType.long, "model_index"),
-                      ColSpec(DataType.boolean, "within_budget")]
+                      ColSpec(Array(DataType.string), "ranking"),
+                      ColSpec(DataType.boolean, "within_budget"), ColSpec(DataType.boolean, "within_target"),
+                      ColSpec(DataType.string, "rule"), ColSpec(DataType.double, "param"),
+                      ColSpec(DataType.double, "expected_cost", required=False),
+                      ColSpec(DataType.double, "expected_accuracy", required=False)]
                      + [ColSpec(DataType.double, f"perf_{m}") for m in models]
                      + [ColSpec(DataType.double, f"cost_{m}") for m in models])
     params = ParamSchema([ParamSpec("budget", DataType.double, None),
-                          ParamSpec("tradeoff", DataType.double, None)])
+                          ParamSpec("tradeoff", DataType.double, None),
+                          ParamSpec("target_cost", DataType.double, None),
+                          ParamSpec("target_quality", DataType.double, None),
+                          ParamSpec("models", DataType.string, None),
+                          ParamSpec("fallback", DataType.string, None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -87,7 +106,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def router_metadata(router: Any, export: ExportResult, models: Sequence[str], *,
-                    feature_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                    feature_info: dict[str, Any] | None = None, fallback: str = SERVING_FALLBACK,
+                    calibration: Calibration | None = None) -> dict[str, Any]:
     """The JSON stored beside the graph: model names, input width and layout, feature/fusion info
     (encoder spec, fusion mode and any fitted statistics the caller passes), router config, export
     check figures."""
@@ -96,6 +116,9 @@ def router_metadata(router: Any, export: ExportResult, models: Sequence[str], *,
         raise ValueError(f"{len(models)} model names given for a router predicting {export.n_models} models")
     if len(set(models)) != len(models):
         raise ValueError(f"model names must be unique, got {models}")
+    check_fallback(fallback)
+    if calibration is not None and tuple(calibration.models) != tuple(models):
+        raise ValueError(f"the calibration is for models {list(calibration.models)}, the router for {models}")
     params = router.get_params() if hasattr(router, "get_params") else {}
     export_info = export.to_dict()
     export_info.pop("path", None)
@@ -108,6 +131,9 @@ def router_metadata(router: Any, export: ExportResult, models: Sequence[str], *,
         "input_layout": export_info.pop("input_layout"),
         "features": feature_info or {},
         "export": export_info,
+        "fallback": fallback,
+        "calibration": None if calibration is None else {
+            "fallback": calibration.fallback, "n_points": calibration.n_points, **calibration.info},
     })
 
 
@@ -126,15 +152,24 @@ def _pip_requirements() -> list[str]:
 
 def _prepare(router: Any, sample_features: Features, models: Sequence[str], workdir: Path, *,
              check_features: Features | None, feature_info: dict[str, Any] | None, atol: float,
-             exporter: str):
+             exporter: str, fallback: str = SERVING_FALLBACK, calibration: Calibration | None = None):
+    check_fallback(fallback)  # bad options fail before the (slow) export
+    if calibration is not None and tuple(calibration.models) != tuple(str(m) for m in models):
+        raise ValueError(f"the calibration is for models {list(calibration.models)}, the router for "
+                         f"{list(models)}")
     export = export_router(router, sample_features, workdir / "router.onnx",
                            check_features=check_features, atol=atol, exporter=exporter)
-    meta = router_metadata(router, export, models, feature_info=feature_info)
+    meta = router_metadata(router, export, models, feature_info=feature_info, fallback=fallback,
+                           calibration=calibration)
     meta_path = workdir / "router_meta.json"
     meta_path.write_text(json.dumps(meta, indent=2, allow_nan=False))
-    from mmroute.export.onnx_router_model import META_ARTIFACT, ONNX_ARTIFACT
+    from mmroute.export.onnx_router_model import CALIBRATION_ARTIFACT, META_ARTIFACT, ONNX_ARTIFACT
 
     artifacts = {ONNX_ARTIFACT: str(export.path), META_ARTIFACT: str(meta_path)}
+    if calibration is not None:
+        cal_path = workdir / "calibration.npz"
+        calibration.save(cal_path)
+        artifacts[CALIBRATION_ARTIFACT] = str(cal_path)
     example = input_frame(router_input(router, sample_features)[:2])
     return export, meta, artifacts, router_signature(meta["models"], export.input_width), example
 
@@ -142,7 +177,8 @@ def _prepare(router: Any, sample_features: Features, models: Sequence[str], work
 def log_router_model(router: Any, sample_features: Features, models: Sequence[str], *,
                      name: str = DEFAULT_NAME, check_features: Features | None = None,
                      feature_info: dict[str, Any] | None = None, registered_model_name: str | None = None,
-                     atol: float = 1e-4, tags: dict[str, str] | None = None, exporter: str = "auto"):
+                     atol: float = 1e-4, tags: dict[str, str] | None = None, exporter: str = "auto",
+                     fallback: str = SERVING_FALLBACK, calibration: Calibration | None = None):
     """Export ``router`` to ONNX (parity-checked) and log it as a pyfunc model in the active run.
 
     Parameters
@@ -154,6 +190,11 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
     feature_info : JSON-able description of the inputs (encoder spec, fusion, fitted fusion
         statistics) stored in the metadata for clients that build the ``features`` column.
     exporter : torch routers: "auto", "dynamo" or "torchscript" (see :func:`export_router`).
+    fallback : what a budget request takes for a row with no model under the budget, "cheapest"
+        (default) or "first" (the reference's; see :mod:`mmroute.export.mmroute_runtime.decide`).
+    calibration : operating points from rows the router was not trained on
+        (:func:`mmroute.export.calibration.calibrate`); stored in the model and logged to the run
+        as ``calibration/operating_points.csv`` and ``calibration/operating_points.png``.
 
     Returns
     -------
@@ -164,7 +205,8 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
     with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
         export, meta, artifacts, signature, example = _prepare(
             router, sample_features, models, Path(tmp), check_features=check_features,
-            feature_info=feature_info, atol=atol, exporter=exporter)
+            feature_info=feature_info, atol=atol, exporter=exporter, fallback=fallback,
+            calibration=calibration)
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature,
             input_example=example, pip_requirements=_pip_requirements(),
@@ -172,13 +214,29 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
             tags={"mmroute.router": meta["router"], **(tags or {})},
             params={"router": meta["router"], "input_width": meta["input_width"],
                     "export_backend": export.backend})
+        if calibration is not None:
+            log_calibration(calibration)
     log.info("logged router %s as %s", meta["router"], info.model_uri)
     return info, export
 
 
+def log_calibration(calibration: Calibration, artifact_dir: str = CALIBRATION_DIR) -> None:
+    """Log the operating-point table (CSV) and its plot into the active run."""
+    import mlflow
+
+    from mmroute.export.calibration import plot_operating_points
+
+    with tempfile.TemporaryDirectory(prefix="mmroute-calibration-") as tmp:
+        path = Path(tmp) / "operating_points.csv"
+        calibration.table().to_csv(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+    mlflow.log_figure(plot_operating_points(calibration), f"{artifact_dir}/operating_points.png")
+
+
 def save_router_model(router: Any, sample_features: Features, models: Sequence[str], path: str | Path, *,
                       check_features: Features | None = None, feature_info: dict[str, Any] | None = None,
-                      atol: float = 1e-4, exporter: str = "auto") -> ExportResult:
+                      atol: float = 1e-4, exporter: str = "auto", fallback: str = SERVING_FALLBACK,
+                      calibration: Calibration | None = None) -> ExportResult:
     """Like :func:`log_router_model` but writes the MLflow model directory ``path`` (no run needed)."""
     import mlflow
 
@@ -188,7 +246,8 @@ def save_router_model(router: Any, sample_features: Features, models: Sequence[s
     with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
         export, _, artifacts, signature, example = _prepare(
             router, sample_features, models, Path(tmp), check_features=check_features,
-            feature_info=feature_info, atol=atol, exporter=exporter)
+            feature_info=feature_info, atol=atol, exporter=exporter, fallback=fallback,
+            calibration=calibration)
         mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
                                  signature=signature, input_example=example,
                                  pip_requirements=_pip_requirements(), code_paths=[str(RUNTIME_CODE)])
