@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
+from mmroute.vocabulary import FALLBACKS, FUSIONS, IMAGE_POLICIES
 
 __all__ = ["register", "main", "run_benchmark", "format_results"]
 
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     feats.add_argument("--features", default=None, metavar="EMB.npy",
                        help="precomputed embeddings, row-aligned with the table file")
     feats.add_argument("--encoder", default="offline", help="encoder spec when no --features (default offline)")
-    p.add_argument("--fusion", choices=("mean", "concat", "adaptive"), default="mean")
+    p.add_argument("--fusion", choices=FUSIONS, default="mean")
     p.add_argument("--split", choices=("in", "out"), default="in")
     p.add_argument("--train-frac", type=float, default=0.2, help="split in: training share (default 0.2)")
     p.add_argument("--train-datasets", default=None, help="split out: training datasets joined by '+'")
@@ -49,14 +50,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, help="modality mode XY (11, 12, ..., 33); default: none applied")
     p.add_argument("--routers", default="all", help="comma-separated router names, or 'all' (default)")
     p.add_argument("--rule", choices=("budget", "tradeoff", "both"), default="both")
-    p.add_argument("--fallback", choices=("first", "cheapest"), default="first",
+    p.add_argument("--fallback", choices=FALLBACKS, default="first",
                    help="budget rule: pick of an instance with no model under the budget (reference: first)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="ROUTER.FIELD=VALUE",
                    help="router option, repeatable; '*' applies to every router with that field")
     p.add_argument("--model-order", choices=("sorted", "table"), default="sorted")
     p.add_argument("--fill", choices=("table", "test"), default="table",
                    help="fill missing actual outcomes with column means over the whole table or the test rows")
-    p.add_argument("--images", choices=("error", "warn", "ignore"), default="warn")
+    p.add_argument("--images", choices=IMAGE_POLICIES, default="warn")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
     p.add_argument("--device", default=None, help="encoder device (e.g. cuda); default: the encoder's choice")
     p.add_argument("--out", required=True, help="where to write the results JSON")

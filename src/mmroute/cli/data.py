@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from typing import Any, Sequence
+from mmroute.vocabulary import IMAGE_POLICIES
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="load a table, check it, print a summary (non-zero exit on problems)")
     val.add_argument("path", metavar="PATH",
                      help="a table file, a directory, <root>/<name>[+<name>...] or synthetic[:n=..,seed=..]")
-    val.add_argument("--images", choices=("error", "warn", "ignore"), default="error",
+    val.add_argument("--images", choices=IMAGE_POLICIES, default="error",
                      help="image paths that do not exist: fail (default), warn, or do not check")
     val.add_argument("--dataset", default=None, help="keep only these datasets, joined by '+'")
     val.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
+from mmroute.vocabulary import FUSIONS, IMAGE_POLICIES
 
 __all__ = ["register", "main", "run_embed"]
 
@@ -37,12 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default="offline",
                    help="encoder spec: offline (default), openclip:MODEL[:PRETRAINED], st:NAME_OR_PATH, "
                         "precomputed:PATH.npy, column:NAME")
-    p.add_argument("--fusion", default="mean", choices=["mean", "concat", "adaptive"])
+    p.add_argument("--fusion", default="mean", choices=FUSIONS)
     p.add_argument("--cache-dir", default=None, help="embedding cache root (default $MMROUTE_CACHE_DIR "
                    "or ./.mmroute/cache)")
     p.add_argument("--no-cache", action="store_true", help="always encode; read and write no cache")
     p.add_argument("--out", required=True, help="output .npz path")
-    p.add_argument("--images", default="error", choices=["error", "warn", "ignore"],
+    p.add_argument("--images", default="error", choices=IMAGE_POLICIES,
                    help="what the loader does with image paths that name no file")
     p.add_argument("--on-bad-image", choices=["error", "zero"], default=None,
                    help="image encoders: fail on unreadable images, or use zero vectors (logged)")

@@ -23,6 +23,7 @@ import sys
 from typing import Any, Sequence
 
 from mmroute.cli._types import boolean, integer, optional_int, optional_str
+from mmroute.vocabulary import DEFAULT_METRIC, FUSIONS, IMAGE_POLICIES
 
 __all__ = ["register", "main", "config_from_args"]
 
@@ -37,7 +38,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=DEFAULT_DATA,
                    help="table path or spec (default %(default)s; e.g. data/MMR_Bench.csv, root/ocrbench+mathvista)")
-    g.add_argument("--images", default="warn", choices=("error", "warn", "ignore"),
+    g.add_argument("--images", default="warn", choices=IMAGE_POLICIES,
                    help="image paths that name no file: fail, warn and drop the image, or skip the check")
     g.add_argument("--dataset", type=optional_str, default=None, help="keep only these datasets ('a+b')")
     g.add_argument("--experiment", type=optional_str, default=None,
@@ -55,7 +56,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", type=optional_int, default=None, help="MMR-Bench modality mode 11..33")
     g = p.add_argument_group("features")
     g.add_argument("--features", default="offline", help="encoder spec (default %(default)s)")
-    g.add_argument("--fusion", default="mean", choices=("mean", "concat", "adaptive"))
+    g.add_argument("--fusion", default="mean", choices=FUSIONS)
     g.add_argument("--cache-dir", type=optional_str, default=None, help="embedding cache root")
     g.add_argument("--device", type=optional_str, default=None, help="encoder device (default: auto)")
     g = p.add_argument_group("routers and tracking")
@@ -90,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         ("run", "the whole default pipeline: data, embed, every router, evaluate, compare")):
         p = subparsers.add_parser(name, help=help_, description=__doc__, formatter_class=fmt)
         p.add_argument("--routers", default="all", help="router names, comma-separated, or 'all' (default)")
-        p.add_argument("--select-metric", default="budget/nAUC",
+        p.add_argument("--select-metric", default=DEFAULT_METRIC,
                        help="metric naming the best child (default %(default)s)")
         _add_data(p)
         _add_training(p)
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=optional_str, default=None, help="table (default: the run's own data)")
     p.add_argument("--rows", choices=("test", "all"), default="test",
                    help="the run's test rows (by instance id) or every row of the table")
-    p.add_argument("--images", default="warn", choices=("error", "warn", "ignore"))
+    p.add_argument("--images", default="warn", choices=IMAGE_POLICIES)
     p.add_argument("--mode", type=optional_int, default=None, help="modality mode (default: the run's)")
     p.add_argument("--cache-dir", type=optional_str, default=None)
     p.add_argument("--experiment", type=optional_str, default=None)
@@ -115,18 +116,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace, routers: str | Sequence[str]) -> Any:
     """The :class:`~mmroute.pipeline.config.PipelineConfig` an argument namespace describes."""
-    from mmroute.pipeline.config import PipelineConfig, _split_list
+    from mmroute.pipeline.config import PipelineConfig, split_list
 
     options = [item for chunk in args.options for item in chunk.split()]
     return PipelineConfig(
         data=args.data, images=args.images, dataset=args.dataset, split=args.split,
         train_frac=args.train_frac, split_seed=args.split_seed,
-        train_datasets=tuple(_split_list(args.train_datasets)), test_datasets=tuple(_split_list(args.test_datasets)),
+        train_datasets=tuple(split_list(args.train_datasets)), test_datasets=tuple(split_list(args.test_datasets)),
         split_column=args.split_column, mode=args.mode, features=args.features, fusion=args.fusion,
         cache_dir=args.cache_dir, device=args.device,
         routers=routers if isinstance(routers, str) else tuple(routers), router_options=tuple(options),
-        max_epochs=args.max_epochs or None, rules=tuple(_split_list(args.rules)),
-        select_metric=getattr(args, "select_metric", "budget/nAUC"), experiment=args.experiment,
+        max_epochs=args.max_epochs or None, rules=tuple(split_list(args.rules)),
+        select_metric=getattr(args, "select_metric", DEFAULT_METRIC), experiment=args.experiment,
         system_metrics=args.system_metrics, log_model=not args.no_log_model)
 
 

@@ -21,6 +21,7 @@ import sys
 from typing import Sequence
 
 from mmroute.cli._types import integer, key_value, optional_int, optional_str
+from mmroute.vocabulary import IMAGE_POLICIES
 
 __all__ = ["register", "main"]
 
@@ -36,7 +37,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", required=True, help="hidden-state cache directory")
     p.add_argument("--model", type=optional_str, default=None, help="backbone: hub name or local path")
     p.add_argument("--layer", type=optional_int, default=None, help="layer l (1-based; l-1 states are cached)")
-    p.add_argument("--images", default="warn", choices=["error", "warn", "ignore"])
+    p.add_argument("--images", default="warn", choices=IMAGE_POLICIES)
     p.add_argument("--no-images", action="store_true", help="text only, even when the table has images")
     p.add_argument("--token-cap", type=optional_int, default=None, help="max text tokens per instance")
     p.add_argument("--sample", type=optional_int, default=None, help="seeded sample of N rows (both steps alike)")

@@ -23,6 +23,7 @@ import sys
 from typing import Any, Sequence
 
 from mmroute.cli._types import optional_str
+from mmroute.vocabulary import DEFAULT_METRIC, EXPORTERS
 
 __all__ = ["register", "main", "COMMANDS", "DEFAULT_MODEL_NAME", "EXIT_REFUSED"]
 
@@ -39,7 +40,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _metric_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", default="budget/nAUC",
+    p.add_argument("--metric", default=DEFAULT_METRIC,
                    help="<rule>/<metric> as logged by the pipeline, e.g. budget/nAUC, tradeoff/Ps, "
                         "budget/QNC (lower is better) (default %(default)s)")
 
@@ -51,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--run-id", required=True, help="a run that logged a router (train or sweep child)")
     p.add_argument("--name", default="router", help="logged model name (default %(default)s)")
     p.add_argument("--sample-rows", type=int, default=256, help="held-out rows to trace with (default 256)")
-    p.add_argument("--exporter", default="auto", choices=("auto", "dynamo", "torchscript"),
+    p.add_argument("--exporter", default="auto", choices=EXPORTERS,
                    help="torch routers: ONNX exporter (default: dynamo, TorchScript as fallback)")
     p.add_argument("--no-eval-table", action="store_true", help="do not log eval/eval_table.npz")
     p.set_defaults(func=cmd_export)

@@ -30,12 +30,12 @@ import numpy as np
 
 from mmroute.data.loaders import canon, parse_dataset_filter
 from mmroute.data.table import OutcomeTable
+from mmroute.vocabulary import MODES
 
 __all__ = ["Mode", "MODES", "split_in", "split_out", "split_column", "apply_mode"]
 
 log = logging.getLogger(__name__)
 
-MODES = (11, 12, 13, 21, 22, 23, 31, 32, 33)
 _MODALITY = {1: "text", 2: "text+image", 3: "image"}
 SIDES = ("train", "test")
 

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from mmroute.data.table import OutcomeTable
+from mmroute.vocabulary import IMAGE_POLICIES
 
 __all__ = [
     "IMAGE_POLICIES",
@@ -32,7 +33,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_POLICIES = ("error", "warn", "ignore")
 _MAX_ROWS_SHOWN = 5
 
 

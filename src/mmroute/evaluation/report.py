@@ -30,10 +30,10 @@ from mmroute.evaluation.baselines import (
 from mmroute.evaluation.metrics import curve_metrics, pareto_frontier, pareto_mask
 from mmroute.evaluation.sweep import SweepCurve, budget_sweep
 from mmroute.evaluation.tradeoff import tradeoff_sweep
+from mmroute.vocabulary import RULES
 
 __all__ = ["RULES", "EvalResult", "sweep_rule", "evaluate_predictions", "json_safe"]
 
-RULES = ("budget", "tradeoff")
 
 
 def sweep_rule(rule: str, perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray,

@@ -30,11 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmroute.evaluation._checks import check_outcomes, check_predictions
+from mmroute.vocabulary import DEFAULT_FALLBACK, FALLBACKS  # the reference's fallback; see the docstring
 
 __all__ = ["SweepCurve", "FALLBACKS", "DEFAULT_FALLBACK", "budget_decisions", "budget_sweep", "cost_accuracy_curve"]
-
-FALLBACKS = ("first", "cheapest")
-DEFAULT_FALLBACK = "first"  # the reference's; see the module docstring
 
 
 @dataclass(frozen=True)

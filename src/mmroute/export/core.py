@@ -22,6 +22,7 @@ import numpy as np
 
 from mmroute.features.types import Features
 from mmroute.routers.base import NotExportableError, Router, list_routers, router_class
+from mmroute.vocabulary import EXPORTERS
 
 __all__ = [
     "ExportResult",
@@ -71,9 +72,6 @@ class ExportResult:
         out["path"] = str(self.path)
         out["input_layout"] = [list(part) for part in self.input_layout]
         return out
-
-
-EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
 def exportable_routers() -> list[str]:

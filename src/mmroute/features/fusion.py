@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MeanFusion", "ConcatFusion", "AdaptiveFusion", "create_fusion", "FUSIONS", "l2_normalize"]
+__all__ = ["Fusion", "MeanFusion", "ConcatFusion", "AdaptiveFusion", "create_fusion", "FUSIONS", "l2_normalize"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _check_inputs(text, image, image_mask) -> tuple[np.ndarray, np.ndarray | Non
     return text, image, mask
 
 
-class _Fusion:
+class Fusion:
     """Shared plumbing: parameter access, fitted checks, width checks."""
 
     _param_names: tuple[str, ...] = ()
@@ -87,7 +87,7 @@ class _Fusion:
         return self.fit(text, image, image_mask).transform(text, image, image_mask)
 
 
-class MeanFusion(_Fusion):
+class MeanFusion(Fusion):
     """Equal-weight mean of the L2-normalised text and image vectors (the MMR-Bench baseline).
 
     Output shape (n, max(d_text, d_image)); rows without an image are l2(text).
@@ -113,7 +113,7 @@ class MeanFusion(_Fusion):
         return np.where(mask[:, None], (t + i) / 2.0, t).astype(np.float32)
 
 
-class ConcatFusion(_Fusion):
+class ConcatFusion(Fusion):
     """``[l2(text), l2(image)]``; the image half is zero for rows without an image.
 
     Output shape (n, d_text + d_image), or (n, d_text) when fitted without images.
@@ -144,7 +144,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
 
 
-class AdaptiveFusion(_Fusion):
+class AdaptiveFusion(Fusion):
     """Confidence-weighted fusion (PAPERS.md, MMR-Bench "adaptive fusion").
 
     Per modality m, confidence ``c_m = (1 - norm_weight) * cos(x_m, centroid_m)
@@ -250,10 +250,10 @@ class AdaptiveFusion(_Fusion):
         return l2_normalize(fused)
 
 
-FUSIONS: dict[str, type[_Fusion]] = {"mean": MeanFusion, "concat": ConcatFusion, "adaptive": AdaptiveFusion}
+FUSIONS: dict[str, type[Fusion]] = {"mean": MeanFusion, "concat": ConcatFusion, "adaptive": AdaptiveFusion}
 
 
-def create_fusion(name: str, **params: Any) -> _Fusion:
+def create_fusion(name: str, **params: Any) -> Fusion:
     """A fusion by name (``mean``, ``concat``, ``adaptive``) with its keyword parameters."""
     cls = FUSIONS.get(name)
     if cls is None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from mmroute.features.cache import EmbeddingCache, hash_image_inputs, hash_texts
 from mmroute.features.encoders import Encoder, RowEncoder, create_encoder
-from mmroute.features.fusion import _Fusion, create_fusion
+from mmroute.features.fusion import Fusion, create_fusion
 from mmroute.features.types import Features
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class FeaturePipeline:
         The encoder spec the pipeline was built from (for logging only).
     """
 
-    def __init__(self, encoder: Encoder, fusion: str | _Fusion = "mean", *,
+    def __init__(self, encoder: Encoder, fusion: str | Fusion = "mean", *,
                  fusion_params: dict[str, Any] | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  use_cache: bool = True, spec: str | None = None) -> None:
         if not isinstance(encoder, Encoder):
@@ -69,8 +69,8 @@ class FeaturePipeline:
         # Fail on a bad fusion name now rather than after encoding a whole table.
         self._new_fusion()
 
-    def _new_fusion(self) -> _Fusion:
-        if isinstance(self.fusion, _Fusion):
+    def _new_fusion(self) -> Fusion:
+        if isinstance(self.fusion, Fusion):
             if self.fusion_params:
                 raise ValueError("pass fusion_params only with a fusion name, not with a fusion object")
             return self.fusion
@@ -165,7 +165,7 @@ class FeaturePipeline:
         return f"FeaturePipeline(spec={self.spec!r}, fusion={self.fusion_name!r})"
 
 
-def build_feature_pipeline(spec: str = "offline", *, fusion: str | _Fusion = "mean",
+def build_feature_pipeline(spec: str = "offline", *, fusion: str | Fusion = "mean",
                            cache_dir: str | os.PathLike[str] | None = None, device: str | None = None,
                            fusion_params: dict[str, Any] | None = None, use_cache: bool = True,
                            **encoder_options: Any) -> FeaturePipeline:

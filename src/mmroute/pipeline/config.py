@@ -10,20 +10,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+from mmroute.constraints import Integral, Interval, Options, Real, Validated, check
+from mmroute.vocabulary import DEFAULT_DATA, DEFAULT_METRIC, FUSIONS, IMAGE_POLICIES, MODES, RULES, SPLITS
 
 __all__ = ["PipelineConfig", "SPLITS", "RULES", "DEFAULT_DATA", "parse_router_options", "router_overrides",
-           "expand_routers", "convert_value"]
-
-SPLITS = ("in", "out", "column")
-RULES = ("budget", "tradeoff")
-IMAGE_POLICIES = ("error", "warn", "ignore")
-DEFAULT_DATA = "synthetic:n=1000,seed=0"
+           "expand_routers", "convert_value", "split_list"]
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(Validated):
     """Everything a pipeline run depends on (logged as params and as ``config.yaml``).
 
     Attributes
@@ -84,49 +82,50 @@ class PipelineConfig:
     router_options: tuple[str, ...] = ()
     max_epochs: int | None = None
     rules: tuple[str, ...] = RULES
-    select_metric: str = "budget/nAUC"
+    select_metric: str = DEFAULT_METRIC
     experiment: str | None = None
     system_metrics: bool = False
     log_model: bool = True
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "images": [Options(IMAGE_POLICIES)],
+        "split": [Options(SPLITS)],
+        "split_seed": [Interval(Integral, 0, None, closed="left")],
+        "mode": [Options(MODES), None],
+        "fusion": [Options(FUSIONS)],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
     def __post_init__(self) -> None:
         for name in ("train_datasets", "test_datasets", "routers", "router_options", "rules"):
             value = getattr(self, name)
-            setattr(self, name, tuple(_split_list(value)) if isinstance(value, str) else tuple(value))
-        problems = self.problems()
-        if problems:
-            raise ValueError("invalid pipeline configuration: " + "; ".join(problems))
+            setattr(self, name, tuple(split_list(value)) if isinstance(value, str) else tuple(value))
+        super().__post_init__()
 
     def problems(self) -> list[str]:
-        """Every configuration problem, reported together."""
-        out = []
-        if self.split not in SPLITS:
-            out.append(f"split={self.split!r} (expected one of {list(SPLITS)})")
-        if self.images not in IMAGE_POLICIES:
-            out.append(f"images={self.images!r} (expected one of {list(IMAGE_POLICIES)})")
+        """Every configuration problem (declared constraints, then cross-field checks), reported together."""
+        out = check(self)
         if self.split == "in":
-            frac_ok = (0 < self.train_frac < 1) or (float(self.train_frac).is_integer() and self.train_frac >= 1)
-            if not frac_ok:
+            share = Interval(Real, 0, 1, closed="neither").is_satisfied_by(self.train_frac)
+            count = Interval(Real, 1, None, closed="left").is_satisfied_by(self.train_frac) and \
+                float(self.train_frac).is_integer()
+            if not (share or count):
                 out.append(f"train_frac={self.train_frac!r} (expected a share in (0, 1) or a row count >= 1)")
         if self.split == "out" and not (self.train_datasets and self.test_datasets):
             out.append("split='out' needs train_datasets and test_datasets")
         if self.split != "out" and (self.train_datasets or self.test_datasets):
             out.append(f"train_datasets/test_datasets are only used with split='out', not {self.split!r}")
-        if self.mode is not None and self.mode not in (11, 12, 13, 21, 22, 23, 31, 32, 33):
-            out.append(f"mode={self.mode!r} (expected one of 11..33 with digits 1-3, or None)")
         bad_rules = [r for r in self.rules if r not in RULES]
         if bad_rules or not self.rules:
             out.append(f"rules={list(self.rules)!r} (expected a non-empty subset of {list(RULES)})")
-        if self.max_epochs is not None and (not isinstance(self.max_epochs, int) or self.max_epochs < 1):
-            out.append(f"max_epochs={self.max_epochs!r} (expected an integer >= 1 or None)")
         if not self.routers:
             out.append("routers is empty (expected router names or 'all')")
-        if self.select_metric.split("/")[0] not in RULES + ("fit_seconds",) and "/" in self.select_metric:
+        rule = self.select_metric.split("/")[0]
+        if rule not in RULES + ("fit_seconds",) and "/" in self.select_metric:
             out.append(f"select_metric={self.select_metric!r} (expected '<rule>/<metric>' with rule in "
-                       f"{list(RULES)}, e.g. 'budget/nAUC')")
-        if self.select_metric.split("/")[0] in RULES and self.select_metric.split("/")[0] not in self.rules:
-            out.append(f"select_metric={self.select_metric!r} needs rule "
-                       f"{self.select_metric.split('/')[0]!r} in rules={list(self.rules)}")
+                       f"{list(RULES)}, e.g. {DEFAULT_METRIC!r})")
+        if rule in RULES and rule not in self.rules:
+            out.append(f"select_metric={self.select_metric!r} needs rule {rule!r} in rules={list(self.rules)}")
         for item in self.router_options:
             if "=" not in item or "." not in item.split("=", 1)[0]:
                 out.append(f"router option {item!r} (expected '<router>.<field>=<value>')")
@@ -139,7 +138,7 @@ class PipelineConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _split_list(value: str) -> list[str]:
+def split_list(value: str) -> list[str]:
     # Comma- or whitespace-separated (MLproject passes one string per parameter).
     return [p for p in (x.strip() for x in value.replace(",", " ").split()) if p]
 
@@ -201,7 +200,7 @@ def convert_value(text: str, hint: Any, what: str) -> Any:
         return convert_value(text, args[0], what) if len(args) == 1 else _first_ok(text, args, what)
     if origin in (tuple, list):
         inner = args[0] if args else str
-        items = [convert_value(p, inner, what) for p in _split_list(text)]
+        items = [convert_value(p, inner, what) for p in split_list(text)]
         return tuple(items) if origin is tuple else items
     if hint is bool:
         if text.lower() in ("1", "true", "yes", "on"):

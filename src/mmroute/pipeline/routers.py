@@ -145,7 +145,7 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
         metrics.update(eval_metrics(res, rule, best_single_cost=res.singles.best_cost))
     log_metrics({k: v for k, v in metrics.items() if v == v})
     log_curves(results)
-    _log_pareto_plots({name: results}, title_prefix=name)
+    log_pareto_plots({name: results}, title_prefix=name)
     if cfg.log_model:
         _log_router(router, name, cfg, prepared, features_uri)
     log.info("%s: %s", name, ", ".join(f"{k}={metrics[k]:.4f}" for k in
@@ -153,7 +153,7 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
     return RouterRun(router=name, run_id=run_id, results=results, metrics=metrics, fit_seconds=fit_seconds)
 
 
-def _log_pareto_plots(results_by_router: dict[str, dict[str, Any]], *, title_prefix: str,
+def log_pareto_plots(results_by_router: dict[str, dict[str, Any]], *, title_prefix: str,
                       artifact_dir: str = "plots") -> None:
     """One cost-accuracy plot per rule (frontiers, swept points, single models, the oracle point)."""
     import mlflow

@@ -16,7 +16,7 @@ from mmroute.pipeline.config import PipelineConfig, expand_routers
 from mmroute.pipeline.data import Prepared, data_params, dataset_tag, embed, load, prepare, rows_by_id, write_table
 from mmroute.pipeline.routers import (
     RouterRun,
-    _log_pareto_plots,
+    log_pareto_plots,
     load_logged_router,
     log_context,
     log_feature_pipeline,
@@ -141,7 +141,7 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
         if len(references) == len(done):
             references = []
         best = log_comparison(frame, metric=cfg.select_metric, exclude=references)
-        _log_pareto_plots({r.router: r.results for r in done}, title_prefix="all routers",
+        log_pareto_plots({r.router: r.results for r in done}, title_prefix="all routers",
                           artifact_dir="comparison")
         mlflow.log_metric("sweep_seconds", time.perf_counter() - started)
         if failed:
@@ -238,6 +238,6 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
             metrics.update(eval_metrics(res, rule, best_single_cost=res.singles.best_cost))
         log_metrics(metrics)
         log_curves(results)
-        _log_pareto_plots({name: results}, title_prefix=f"{name} re-evaluated")
+        log_pareto_plots({name: results}, title_prefix=f"{name} re-evaluated")
     return {"step": "evaluate", "run_id": run.info.run_id, "source_run_id": run_id, "router": name,
             "rows": rows, "n_instances": table.n_instances, **_headline(metrics, results)}

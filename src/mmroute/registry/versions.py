@@ -11,12 +11,13 @@ import logging
 import math
 from typing import Any
 
+from mmroute.vocabulary import DEFAULT_METRIC
+
 __all__ = ["DEFAULT_METRIC", "MODEL_ARTIFACT", "get_client", "select_run", "find_router_model",
            "register_best", "version_metrics", "status"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRIC = "budget/nAUC"
 MODEL_ARTIFACT = "router"
 METRIC_TAG = "metric."  # version tag prefix for the source run's final metrics
 _MAX_METRIC_TAGS = 200

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 
+from mmroute.constraints import Integral, Interval, Validated
 from mmroute.features.types import Features
 
 __all__ = [
@@ -49,8 +50,15 @@ class NotExportableError(ValueError):
 
 
 @dataclasses.dataclass
-class RouterConfig:
-    """Base config: every router config is a dataclass deriving from this one."""
+class RouterConfig(Validated):
+    """Base config: every router config is a dataclass deriving from this one.
+
+    Fields are checked when the config is built: each class declares what its fields accept in
+    ``_parameter_constraints`` (:mod:`mmroute.constraints`), and may add cross-field checks by
+    extending ``problems()``; every problem is reported in one ``ValueError``.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"seed": [Interval(Integral, 0, None, closed="left")]}
 
     seed: int = 0
 

@@ -20,13 +20,14 @@ import dataclasses
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from mmroute.features.types import Features
-from mmroute.routers.base import NotExportableError, Router, create_router, list_routers, router_class
-from mmroute.routers.regression import _ValidatedConfig, ridge_problems
+from mmroute.constraints import InstanceOf, Integral, Interval, SequenceOf
+from mmroute.routers.base import NotExportableError, Router, RouterConfig, create_router, list_routers, router_class
+from mmroute.routers.regression import RIDGE_CONSTRAINTS
 
 __all__ = ["EnsembleConfig", "EnsembleRouter", "simplex_least_squares"]
 
@@ -56,10 +57,17 @@ def simplex_least_squares(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class EnsembleConfig(_ValidatedConfig):
+class EnsembleConfig(RouterConfig):
     """Blend of ``members`` (registered router names) with weights from ``n_folds`` out-of-fold
     predictions on the training rows. ``alphas`` / ``ks`` are handed to members whose config has
     that field (their own leave-one-out selection); ``seed`` to all members and the folds."""
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "members": [SequenceOf(InstanceOf(str, "router name"), min_len=1)],
+        "alphas": RIDGE_CONSTRAINTS["alphas"],
+        "ks": [SequenceOf(Interval(Integral, 1, None, closed="left"))],
+        "n_folds": [Interval(Integral, 2, None, closed="left")],
+    }
 
     members: tuple[str, ...] = ("linear", "knn")
     alphas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -67,20 +75,12 @@ class EnsembleConfig(_ValidatedConfig):
     n_folds: int = 5
 
     def problems(self) -> list[str]:
-        for name in ("members", "alphas", "ks"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        out = ridge_problems(1.0, self.alphas)
-        if not self.members:
-            out.append("members=() (expected at least one router name)")
+        out = super().problems()
+        # Which routers may be blended is what their classes declare (``blendable``).
         valid = [m for m in list_routers() if router_class(m).blendable]
         bad = [m for m in self.members if m not in valid]
         if bad:
             out.append(f"members {bad} are not blendable routers; valid: {valid}")
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in self.ks):
-            out.append(f"ks={self.ks!r} (expected integers >= 1)")
-        if not isinstance(self.n_folds, (int, np.integer)) or isinstance(self.n_folds, bool) or self.n_folds < 2:
-            out.append(f"n_folds={self.n_folds!r} (expected an integer >= 2)")
         return out
 
 

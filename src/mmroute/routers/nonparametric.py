@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from mmroute.features.types import Features
-from mmroute.routers.base import Router
-from mmroute.routers.regression import _ValidatedConfig
+from mmroute.constraints import Integral, Interval, Options, Real, SequenceOf
+from mmroute.routers.base import Router, RouterConfig
 
 __all__ = ["RandomConfig", "RandomRouter", "OracleConfig", "OracleRouter", "KNNConfig", "KNNRouter",
            "KMeansConfig", "KMeansRouter", "KMeansAdaptiveConfig", "KMeansAdaptiveRouter",
@@ -86,7 +86,7 @@ def neighbour_means(values: np.ndarray, idx: np.ndarray, fallback: np.ndarray,
 
 # --------------------------------------------------------------------------- baselines
 @dataclasses.dataclass
-class RandomConfig(_ValidatedConfig):
+class RandomConfig(RouterConfig):
     """Uniform random performance scores from ``seed``; cost = each model's training mean cost."""
 
 
@@ -109,7 +109,7 @@ class RandomRouter(Router):
 
 
 @dataclasses.dataclass
-class OracleConfig(_ValidatedConfig):
+class OracleConfig(RouterConfig):
     """No options: the oracle predicts the actual outcomes."""
 
 
@@ -145,28 +145,22 @@ def _fill(a: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- kNN
 @dataclasses.dataclass
-class KNNConfig(_ValidatedConfig):
+class KNNConfig(RouterConfig):
     """Mean outcome and cost of the ``k`` nearest training rows (``metric``: cosine or euclidean).
 
     ``ks``: a grid; when non-empty, ``k`` is chosen by leave-one-out Brier error of the
     performance prediction on the training rows (each row's neighbours exclude itself).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "metric": [Options(KNN_METRICS)],
+        "ks": [SequenceOf(Interval(Integral, 1, None, closed="left"), what="or empty for a fixed k")],
+    }
+
     k: int = 50
     metric: str = "cosine"
     ks: tuple[int, ...] = ()
-
-    def problems(self) -> list[str]:
-        if isinstance(self.ks, list):
-            object.__setattr__(self, "ks", tuple(self.ks))
-        out = []
-        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
-            out.append(f"k={self.k!r} (expected an integer >= 1)")
-        if self.metric not in KNN_METRICS:
-            out.append(f"metric={self.metric!r} (expected one of {list(KNN_METRICS)})")
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in self.ks):
-            out.append(f"ks={self.ks!r} (expected integers >= 1, or empty for a fixed k)")
-        return out
 
 
 class KNNRouter(Router):
@@ -265,16 +259,12 @@ class KNNRouter(Router):
 
 # --------------------------------------------------------------------------- k-means
 @dataclasses.dataclass
-class KMeansConfig(_ValidatedConfig):
+class KMeansConfig(RouterConfig):
     """Per-cluster mean outcomes and costs of ``n_clusters`` k-means clusters (seeded by ``seed``)."""
 
-    n_clusters: int = 20
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"n_clusters": [Interval(Integral, 1, None, closed="left")]}
 
-    def problems(self) -> list[str]:
-        v = self.n_clusters
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            return [f"n_clusters={v!r} (expected an integer >= 1)"]
-        return []
+    n_clusters: int = 20
 
 
 class KMeansRouter(Router):
@@ -338,16 +328,13 @@ class KMeansAdaptiveConfig(KMeansConfig):
     temperature of 0.2). Without an image modality this is exactly ``kmeans``.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "norm_weight": [Interval(Real, 0, 1, closed="both")],
+    }
+
     temperature: float = 0.2
     norm_weight: float = 0.5
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if not self.temperature > 0:
-            out.append(f"temperature={self.temperature!r} (expected > 0)")
-        if not 0 <= self.norm_weight <= 1:
-            out.append(f"norm_weight={self.norm_weight!r} (expected in [0, 1])")
-        return out
 
 
 class KMeansAdaptiveRouter(KMeansRouter):

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from mmroute.features.types import Features
 from pathlib import Path
 
+from mmroute.constraints import Integral, Interval, Real, SequenceOf
 from mmroute.routers.base import Router, RouterConfig
 
 __all__ = ["LinearConfig", "LinearRouter", "LinearMFConfig", "LinearMFRouter", "fit_masked_ridge",
-           "ridge_problems"]
+           "RIDGE_CONSTRAINTS"]
 
 log = logging.getLogger(__name__)
 
@@ -119,34 +120,11 @@ def fit_masked_ridge(x: np.ndarray, y: np.ndarray, *, alpha: float = 1.0,
     return coef, intercept, used
 
 
-def ridge_problems(alpha: float, alphas: Sequence[float]) -> list[str]:
-    out = []
-    if not (isinstance(alpha, (int, float, np.floating)) and alpha >= 0):
-        out.append(f"alpha={alpha!r} (expected a number >= 0)")
-    try:
-        bad = [a for a in alphas if not (isinstance(a, (int, float, np.floating)) and a > 0)]
-    except TypeError:
-        bad = [alphas]
-    if bad:
-        out.append(f"alphas={alphas!r} (expected a sequence of numbers > 0, or empty for a fixed alpha)")
-    return out
-
-
-def _as_tuple(config: RouterConfig, name: str) -> None:
-    # CLI/YAML overrides arrive as lists; keep the config hashable and printable.
-    value = getattr(config, name)
-    if isinstance(value, list):
-        object.__setattr__(config, name, tuple(value))
-
-
-class _ValidatedConfig(RouterConfig):
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
-
-    def problems(self) -> list[str]:
-        return []
+#: What the ridge options accept (shared by every config with a ridge penalty or grid).
+RIDGE_CONSTRAINTS: dict[str, list[Any]] = {
+    "alpha": [Interval(Real, 0, None, closed="left")],
+    "alphas": [SequenceOf(Interval(Real, 0, None, closed="neither"), what="or empty for a fixed alpha")],
+}
 
 
 # --------------------------------------------------------------------------- routers
@@ -202,19 +180,17 @@ class _RidgeHeads(Router):
 
 
 @dataclasses.dataclass
-class LinearConfig(_ValidatedConfig):
+class LinearConfig(RouterConfig):
     """Ridge per model for performance and for cost on the fused features.
 
     ``alpha``: penalty (0 = least squares); ``alphas``: grid for per-model leave-one-out selection
     on the training rows (overrides ``alpha`` when non-empty).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = RIDGE_CONSTRAINTS
+
     alpha: float = 1.0
     alphas: tuple[float, ...] = ()
-
-    def problems(self) -> list[str]:
-        _as_tuple(self, "alphas")
-        return ridge_problems(self.alpha, self.alphas)
 
 
 class LinearRouter(_RidgeHeads):
@@ -226,22 +202,18 @@ class LinearRouter(_RidgeHeads):
 
 
 @dataclasses.dataclass
-class LinearMFConfig(_ValidatedConfig):
+class LinearMFConfig(RouterConfig):
     """MMR-Bench ``LinearMF``: TruncatedSVD of the query embedding to ``rank``, then ridge heads.
 
     ``rank`` is clipped to the training rows and feature count; ``seed`` seeds the SVD.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **RIDGE_CONSTRAINTS, "rank": [Interval(Integral, 1, None, closed="left")]}
+
     rank: int = 128
     alpha: float = 1.0
     alphas: tuple[float, ...] = ()
-
-    def problems(self) -> list[str]:
-        _as_tuple(self, "alphas")
-        out = ridge_problems(self.alpha, self.alphas)
-        if not isinstance(self.rank, (int, np.integer)) or isinstance(self.rank, bool) or self.rank < 1:
-            out.append(f"rank={self.rank!r} (expected an integer >= 1)")
-        return out
 
 
 class LinearMFRouter(_RidgeHeads):

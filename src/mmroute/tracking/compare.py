@@ -6,12 +6,14 @@ import logging
 import math
 from typing import Any, Mapping, Sequence
 
+from mmroute.vocabulary import DEFAULT_METRIC
+
 __all__ = ["DEFAULT_SELECT_METRIC", "lower_is_better", "comparison_frame", "pick_best",
            "comparison_figure", "log_comparison"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SELECT_METRIC = "budget/nAUC"
+DEFAULT_SELECT_METRIC = DEFAULT_METRIC
 _LOWER_IS_BETTER = ("QNC", "cost", "fit_seconds", "predict_seconds")
 _SHOWN = ("budget/nAUC", "budget/Ps", "tradeoff/nAUC", "tradeoff/Ps")
 

@@ -14,10 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mmroute.constraints import InstanceOf, Integral, Interval, Options, Real, SequenceOf
 from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
-__all__ = ["NeuralRouterConfig", "NeuralRouter", "PRECISIONS", "ACCELERATORS", "MONITORS"]
+__all__ = ["NeuralRouterConfig", "NeuralRouter", "PRECISIONS", "ACCELERATORS", "MONITORS", "WIDTHS", "POSITIVE"]
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +57,26 @@ class NeuralRouterConfig(RouterConfig):
     accelerator: str = "auto"
     enable_progress_bar: bool | None = None
 
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
-
-    def problems(self) -> list[str]:
-        """Every configuration problem, so they are reported together."""
-        out = []
-        for name in ("max_epochs", "batch_size", "patience", "n_ensemble"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                out.append(f"{name}={value!r} (expected an integer >= 1)")
-        for name in ("lr",):
-            if not getattr(self, name) > 0:
-                out.append(f"{name}={getattr(self, name)!r} (expected > 0)")
-        for name in ("weight_decay", "cost_weight"):
-            if not getattr(self, name) >= 0:
-                out.append(f"{name}={getattr(self, name)!r} (expected >= 0)")
-        if not 0 <= self.dropout < 1:
-            out.append(f"dropout={self.dropout!r} (expected 0 <= dropout < 1)")
-        if not 0 <= self.val_fraction < 1:
-            out.append(f"val_fraction={self.val_fraction!r} (expected 0 <= val_fraction < 1)")
-        if self.monitor not in MONITORS:
-            out.append(f"monitor={self.monitor!r} (expected one of {sorted(MONITORS)})")
-        if self.precision not in PRECISIONS:
-            out.append(f"precision={self.precision!r} (expected one of {list(PRECISIONS)})")
-        if self.accelerator not in ACCELERATORS:
-            out.append(f"accelerator={self.accelerator!r} (expected one of {list(ACCELERATORS)})")
-        return out
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **{name: [Interval(Integral, 1, None, closed="left")]
+           for name in ("max_epochs", "batch_size", "patience", "n_ensemble")},
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "cost_weight": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "val_fraction": [Interval(Real, 0, 1, closed="left")],
+        "monitor": [Options(sorted(MONITORS))],
+        "precision": [Options(PRECISIONS)],
+        "accelerator": [Options(ACCELERATORS)],
+        "standardize_inputs": [InstanceOf(bool)],
+        "enable_progress_bar": [InstanceOf(bool), None],
+    }
 
 
-def _positive_ints(name: str, value: Any) -> list[str]:
-    """Problems with a layer-width option (a tuple of positive ints)."""
-    try:
-        ok = len(value) > 0 and all(isinstance(v, (int, np.integer)) and v > 0 for v in value)
-    except TypeError:
-        ok = False
-    return [] if ok else [f"{name}={value!r} (expected a non-empty sequence of positive integers)"]
+#: A layer-width option: a non-empty tuple of positive integers.
+WIDTHS = [SequenceOf(Interval(Integral, 1, None, closed="left"), min_len=1)]
+#: One positive integer (a width or a count).
+POSITIVE = [Interval(Integral, 1, None, closed="left")]
 
 
 def _log_cost_stats(log_cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
-from mmroute.routers.neural.base import NeuralRouter, NeuralRouterConfig, _positive_ints
+from mmroute.routers.neural.base import POSITIVE, WIDTHS, NeuralRouter, NeuralRouterConfig
 
 __all__ = ["MLPConfig", "MLPRouter", "MLPMFConfig", "MLPMFRouter", "CMRConfig", "CMRRouter",
            "FusionMFConfig", "FusionMFRouter"]
-
-
-def _as_tuple(config, name: str) -> None:
-    # CLI/YAML overrides arrive as lists; the config keeps an immutable tuple.
-    value = getattr(config, name)
-    if isinstance(value, list):
-        object.__setattr__(config, name, tuple(value))
 
 
 @dataclasses.dataclass
 class MLPConfig(NeuralRouterConfig):
     """MLP regression of outcomes and log-costs; ``hidden`` widths as in MMR-Bench (256, 128)."""
 
-    hidden: tuple[int, ...] = (256, 128)
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"hidden": WIDTHS}
 
-    def problems(self) -> list[str]:
-        _as_tuple(self, "hidden")
-        return super().problems() + _positive_ints("hidden", self.hidden)
+    hidden: tuple[int, ...] = (256, 128)
 
 
 class MLPRouter(NeuralRouter):
@@ -45,12 +37,10 @@ class MLPRouter(NeuralRouter):
 class MLPMFConfig(NeuralRouterConfig):
     """MLP query tower (``hidden``) to a ``latent``-d vector, dot product with model vectors + bias."""
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"hidden": WIDTHS, "latent": POSITIVE}
+
     hidden: tuple[int, ...] = (256,)
     latent: int = 64
-
-    def problems(self) -> list[str]:
-        _as_tuple(self, "hidden")
-        return super().problems() + _positive_ints("hidden", self.hidden) + _positive_ints("latent", (self.latent,))
 
 
 class MLPMFRouter(NeuralRouter):
@@ -70,6 +60,9 @@ class MLPMFRouter(NeuralRouter):
 class CMRConfig(NeuralRouterConfig):
     """Cross-modal attention: ``d_model``-d tokens, ``n_layers`` x ``n_heads`` self-attention."""
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        name: POSITIVE for name in ("d_model", "n_heads", "n_layers", "d_ff")}
+
     d_model: int = 512
     n_heads: int = 8
     n_layers: int = 2
@@ -77,8 +70,7 @@ class CMRConfig(NeuralRouterConfig):
     lr: float = 3e-4
 
     def problems(self) -> list[str]:
-        out = super().problems() + _positive_ints("d_model/n_heads/n_layers/d_ff",
-                                                  (self.d_model, self.n_heads, self.n_layers, self.d_ff))
+        out = super().problems()
         if not out and self.d_model % self.n_heads:
             out.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         return out
@@ -119,10 +111,8 @@ class FusionMFConfig(NeuralRouterConfig):
     weight_decay: float = 0.05
     n_ensemble: int = 5
 
-    def problems(self) -> list[str]:
-        _as_tuple(self, "hidden")
-        return (super().problems() + _positive_ints("hidden", self.hidden)
-                + _positive_ints("d_proj/latent/cost_latent", (self.d_proj, self.latent, self.cost_latent)))
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "hidden": WIDTHS, **{name: POSITIVE for name in ("d_proj", "latent", "cost_latent")}}
 
 
 class FusionMFRouter(NeuralRouter):
