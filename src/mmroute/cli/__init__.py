@@ -16,7 +16,7 @@ from typing import Sequence
 from mmroute import __version__
 
 # Module names under mmroute.cli, in help order.
-COMMANDS = ["data", "embed", "pipeline", "registry", "probe", "benchmark"]
+COMMANDS = ["data", "embed", "pipeline", "registry", "route", "probe", "benchmark"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exporter", default="auto", choices=EXPORTERS,
                    help="torch routers: ONNX exporter (default: dynamo, TorchScript as fallback)")
     p.add_argument("--no-eval-table", action="store_true", help="do not log eval/eval_table.npz")
+    p.add_argument("--calibration-folds", type=int, default=3,
+                   help="folds of the out-of-fold operating-point calibration on the training rows "
+                        "(default %(default)s; 0: none, the model then refuses target_cost/target_quality)")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("register", help="register the best router of a sweep as a new version",
@@ -114,7 +117,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _tracking()
     info, result = export_run(args.run_id, name=args.name, sample_rows=args.sample_rows,
-                              eval_table=not args.no_eval_table, exporter=args.exporter)
+                              eval_table=not args.no_eval_table, exporter=args.exporter,
+                              calibration_folds=args.calibration_folds or None)
     _print({"model_uri": info.model_uri, "run_id": args.run_id, **result.to_dict()})
     return 0
 

@@ -4,6 +4,10 @@
 of the run's test rows (its ``split/test_ids.txt``, modality mode applied), logs the verified
 ONNX pyfunc model into the same run (logged model ``router``) and, by default, the evaluation
 table of those rows (``eval/eval_table.npz``) that the promotion gate scores versions on.
+
+The model's operating points are calibrated on the run's *training* rows (``split/train_ids.txt``):
+``calibration_folds`` clones of the router, each refitted without one fold, predict the rows they
+did not see (:func:`mmroute.export.calibration.calibrate`). Test rows are never used for it.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from mmroute.export.calibration import DEFAULT_FOLDS
+
 __all__ = ["export_run", "EVAL_TABLE_ARTIFACT", "fusion_info"]
 
 log = logging.getLogger(__name__)
 
 EVAL_TABLE_ARTIFACT = "eval/eval_table.npz"
 _SPLIT_IDS = "split/test_ids.txt"
+_TRAIN_IDS = "split/train_ids.txt"
 
 
 def fusion_info(pipeline: Any) -> dict[str, Any]:
@@ -41,7 +48,7 @@ def fusion_info(pipeline: Any) -> dict[str, Any]:
     return info
 
 
-def _test_ids(client: Any, run: Any) -> list[str] | None:
+def _test_ids(client: Any, run: Any, artifact: str = _SPLIT_IDS) -> list[str] | None:
     import mlflow
 
     for run_id in (run.info.run_id, run.data.tags.get("mmroute.parent_run_id") or
@@ -49,7 +56,7 @@ def _test_ids(client: Any, run: Any) -> list[str] | None:
         if not run_id:
             continue
         try:
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{_SPLIT_IDS}")
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact}")
         except Exception:  # noqa: BLE001 - absent artifact: try the parent, then use all rows
             continue
         return [line for line in text.splitlines() if line]
@@ -57,7 +64,7 @@ def _test_ids(client: Any, run: Any) -> list[str] | None:
 
 
 def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eval_table: bool = True,
-               exporter: str = "auto") -> tuple[Any, Any]:
+               exporter: str = "auto", calibration_folds: int | None = DEFAULT_FOLDS) -> tuple[Any, Any]:
     """Log the verified ONNX pyfunc model of run ``run_id``'s router into that run.
 
     Parameters
@@ -66,6 +73,8 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
     sample_rows : held-out rows used to trace and parity-check the graph (the first ones of the
         run's test split).
     eval_table : also log ``eval/eval_table.npz`` (features + outcomes of every test row).
+    calibration_folds : folds of the out-of-fold calibration on the training rows (>= 2); None:
+        no calibration (the model then refuses ``target_cost`` / ``target_quality``).
 
     Returns
     -------
@@ -91,6 +100,9 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
     if meta.get("mode") is not None:
         test = apply_mode(test, "test", meta["mode"])
     features = pipeline.transform(test)
+    calibration = None
+    if calibration_folds is not None:
+        calibration = _calibrate(client, run, router, pipeline, table, meta, ids, calibration_folds)
     sample = features.subset(np.arange(min(sample_rows, len(features))))
     info_features = {"data": meta["data"], "mode": meta.get("mode"), **fusion_info(pipeline)}
     active = mlflow.active_run()
@@ -98,7 +110,8 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
               else mlflow.start_run(run_id=run_id, nested=active is not None))
     with resume:
         info, result = log_router_model(router, sample, meta["models"], name=name, check_features=features,
-                                        feature_info=info_features, exporter=exporter)
+                                        feature_info=info_features, exporter=exporter,
+                                        calibration=calibration)
         if eval_table:
             with tempfile.TemporaryDirectory() as tmp:
                 path = save_eval_table(Path(tmp) / Path(EVAL_TABLE_ARTIFACT).name, features, test)
@@ -107,3 +120,27 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
         mlflow.set_tags({"mmroute.export.backend": result.backend,
                          "mmroute.export.max_abs_diff": f"{worst:.3g}"})
     return info, result
+
+
+def _calibrate(client: Any, run: Any, router: Any, pipeline: Any, table: Any, meta: dict, test_ids: Any,
+               n_folds: int):
+    """Out-of-fold calibration of ``router`` on the run's training rows (never its test rows)."""
+    from mmroute.data import apply_mode
+    from mmroute.export.calibration import calibrate
+    from mmroute.pipeline.data import rows_by_id
+
+    train_ids = _test_ids(client, run, _TRAIN_IDS)
+    if train_ids is None:
+        if test_ids is None:
+            raise ValueError(f"run {run.info.run_id} records no split ({_TRAIN_IDS}); cannot tell training "
+                             "rows from test rows to calibrate on (pass calibration_folds=None to skip)")
+        test = set(map(str, test_ids))
+        train_ids = [i for i in table.ids.astype(str) if i not in test]
+    train = table.subset(rows_by_id(table, train_ids))
+    if meta.get("mode") is not None:
+        train = apply_mode(train, "train", meta["mode"])
+    seed = int(router.get_params().get("seed", 0) or 0)
+    cal = calibrate(router, pipeline.transform(train), train.correct, train.cost, meta["models"],
+                    n_folds=n_folds, seed=seed)
+    log.info("calibrated %s on %d out-of-fold training rows (%d folds)", meta["router"], cal.n_rows, n_folds)
+    return cal
