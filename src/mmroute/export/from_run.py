@@ -3,7 +3,8 @@
 ``export_run(run_id)`` loads the run's router and fitted feature pipeline, rebuilds the features
 of the run's test rows (its ``split/test_ids.txt``, modality mode applied), logs the verified
 ONNX pyfunc model into the same run (logged model ``router``) and, by default, the evaluation
-table of those rows (``eval/eval_table.npz``) that the promotion gate scores versions on.
+table of those rows (``eval/eval_table.npz``: raw rows, outcomes, and this version's features) that
+the promotion gate scores versions on.
 
 The model's operating points are calibrated on the run's *training* rows (``split/train_ids.txt``):
 ``calibration_folds`` clones of the router, each refitted without one fold, predict the rows they
@@ -114,7 +115,8 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
                                         calibration=calibration)
         if eval_table:
             with tempfile.TemporaryDirectory() as tmp:
-                path = save_eval_table(Path(tmp) / Path(EVAL_TABLE_ARTIFACT).name, features, test)
+                path = save_eval_table(Path(tmp) / Path(EVAL_TABLE_ARTIFACT).name, features, test,
+                                       feature_info=info_features)
                 mlflow.log_artifact(str(path), artifact_path=str(Path(EVAL_TABLE_ARTIFACT).parent))
         worst = max(result.max_abs_diff_perf, result.max_abs_diff_cost)
         mlflow.set_tags({"mmroute.export.backend": result.backend,

@@ -3,7 +3,9 @@
 MLflow 3 deprecates stage transitions; an alias names one version of a registered model and
 ``models:/<name>@production`` resolves it. Promotion to staging is unconditional. Promotion to
 production re-scores the candidate and the current production version on the same evaluation
-table and goes ahead only if the candidate beats production by at least ``min_delta``; the old
+table, each through its own served model (``mlflow.pyfunc.load_model``) on the table's raw rows,
+so versions with different encoders compete fairly; versions with different model pools are
+refused. It goes ahead only if the candidate beats production by at least ``min_delta``; the old
 production version keeps the ``previous-production`` alias (and a tag on the new one) so that
 :func:`rollback` can restore it. Every change goes through a small undo log: a promotion that
 fails midway puts aliases and tags back as they were.
@@ -152,16 +154,38 @@ def _resolve_version(client: Any, name: str, version: str | int | None, to: str)
 
 def _gate(name: str, candidate: str, current: str | None, eval_table: Any, metric: str,
           min_delta: float) -> dict[str, Any]:
-    from mmroute.registry.evaltable import EvalTable, load_eval_table, score_model
+    """Score candidate and production, each with its own served model, on the same table rows."""
+    import mlflow
+
+    from mmroute.registry.evaltable import EvalTable, ScoringRefused, load_eval_table, model_pool, score_model
     from mmroute.tracking.compare import lower_is_better
 
     table = eval_table if isinstance(eval_table, EvalTable) else load_eval_table(eval_table)
-    cand = score_model(f"models:/{name}/{candidate}", table, metric)
-    gate = {"metric": metric, "min_delta": min_delta, "candidate": cand, "n_rows": len(table.features)}
+    uris = {"candidate": f"models:/{name}/{candidate}"}
+    if current is not None:
+        uris["production"] = f"models:/{name}/{current}"
+    models = {role: mlflow.pyfunc.load_model(uri) for role, uri in uris.items()}
+    if current is not None:
+        pools = {role: set(model_pool(m)) for role, m in models.items()}
+        if pools["candidate"] != pools["production"]:
+            raise PromotionRefused(
+                f"{name} version {candidate} routes between a different model pool than production "
+                f"(version {current}): only in the candidate {sorted(pools['candidate'] - pools['production'])}, "
+                f"only in production {sorted(pools['production'] - pools['candidate'])}; the gate only compares "
+                "versions that route between the same models (register a new pool under its own model name)")
+    scores = {}
+    for role, model in models.items():
+        try:
+            scores[role] = score_model(uris[role], table, metric, model=model)
+        except ScoringRefused as exc:
+            raise PromotionRefused(f"{name} version {candidate} not promoted: the {role} version cannot be "
+                                   f"scored on this evaluation table: {exc}") from exc
+    cand = scores["candidate"]
+    gate = {"metric": metric, "min_delta": min_delta, "candidate": cand, "n_rows": len(table)}
     if current is None:
         gate.update(production=None, delta=None, passed=True)
         return gate
-    prod = score_model(f"models:/{name}/{current}", table, metric)
+    prod = scores["production"]
     lower = lower_is_better(metric)
     # An undefined score (NaN: e.g. nAUC of a one-point frontier) is the worst possible: a NaN
     # candidate never passes, a NaN production is beaten by any defined candidate score.
