@@ -3,8 +3,9 @@
 Usage: ``python bench/quality.py [--data-dir ../shared/data] [--routers all] [--fractions 0.2,0.8]
 [--set ROUTER.FIELD=VALUE ...] [--out quality.json]``.
 
-Runs ``mmroute benchmark`` on ``mmlu_pro_routing.parquet`` with the row-aligned MiniLM embeddings
-(``--features mmlu_pro_minilm.npy``), split "in" with seed 42, text-only mode 11, at each training
+Runs the benchmark step (:func:`mmroute.pipeline.benchmark.run_benchmark`, what ``mmroute benchmark``
+calls) on ``mmlu_pro_routing.parquet`` with the row-aligned MiniLM embeddings
+(``features="precomputed:mmlu_pro_minilm.npy"``), split "in" with seed 42, text-only mode 11, at each training
 fraction, every router, both decision rules; then compares with ``anchors.json``. Prints one
 JSON object:
 
@@ -45,17 +46,14 @@ def _num(v: Any) -> float:
 
 
 def run_fraction(data_dir: Path, frac: float, routers: str, options: list[str]) -> dict[str, Any]:
-    from mmroute.cli.benchmark import register, run_benchmark
+    from mmroute.pipeline import PipelineConfig
+    from mmroute.pipeline.benchmark import run_benchmark
 
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    argv = ["benchmark", "--table", str(data_dir / "mmlu_pro_routing.parquet"),
-            "--features", str(data_dir / "mmlu_pro_minilm.npy"), "--split", "in", "--train-frac", str(frac),
-            "--seed", "42", "--mode", "11", "--routers", routers, "--rule", "both", "--images", "ignore",
-            "--out", "unused.json"]
-    for item in options:
-        argv += ["--set", item]
-    return run_benchmark(parser.parse_args(argv))
+    cfg = PipelineConfig(data=str(data_dir / "mmlu_pro_routing.parquet"),
+                         features=f"precomputed:{data_dir / 'mmlu_pro_minilm.npy'}", split="in", train_frac=frac,
+                         split_seed=42, mode=11, routers=routers, rules=("budget", "tradeoff"), images="ignore",
+                         router_options=tuple(options))
+    return run_benchmark(cfg)
 
 
 def compare(frac: float, result: dict[str, Any], anchors: dict[str, Any]) -> tuple[dict, dict]:

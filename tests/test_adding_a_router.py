@@ -80,7 +80,8 @@ def test_a_router_in_one_module_is_listed_swept_exported_registered_and_served(u
     from mmroute.export.pyfunc import input_frame
     from mmroute.pipeline import PipelineConfig, run_sweep
     from mmroute.pipeline.routers import load_logged_router
-    from mmroute.registry import load_eval_table, register_and_stage
+    from mmroute.pipeline import register_run
+    from mmroute.registry import load_eval_table
     from mmroute.routers import create_router, list_routers
 
     # listed, and buildable by name with typed options
@@ -96,8 +97,8 @@ def test_a_router_in_one_module_is_listed_swept_exported_registered_and_served(u
     assert child.data.params["router.ridge"] == "0.01" and "budget/nAUC" in child.data.metrics
 
     # registered: the pipeline exports it on the fly (verified ONNX graph + evaluation table)
-    staged = register_and_stage(summary["run_id"], "adding-router")
-    assert staged.stage == "staging"
+    registered = register_run(summary["run_id"], "adding-router", stage="staging")
+    assert registered["stage"] == "staging" and registered["router"] == "least_squares"
     version = mlflow.MlflowClient().get_model_version_by_alias("adding-router", "staging")
     assert version.tags["router"] == "least_squares" and version.run_id == child.info.run_id
 

@@ -93,7 +93,43 @@ def test_float_typed_integers_parse_as_integers(project):
     from mmroute.cli import build_parser
 
     command = project.get_entry_point("train").compute_command(
-        {"split_seed": "7.0", "max_epochs": "3", "mode": "22", "options": "knn.k=3 *.lr=0.01"}, storage_dir=None)
+        {"split_seed": "7.0", "max_epochs": "3", "mode": "22", "router_options": "knn.k=3 *.lr=0.01"},
+        storage_dir=None)
     args = build_parser().parse_args(shlex.split(command)[3:])
     assert (args.split_seed, args.max_epochs, args.mode) == (7, 3, 22)
-    assert args.options == ["knn.k=3 *.lr=0.01"]
+    assert args.router_options == ["knn.k=3 *.lr=0.01"]
+
+
+@pytest.mark.parametrize("name", ["main", "train", "sweep"])
+def test_pipeline_entry_points_expose_every_config_field_with_its_default(project, name):
+    """main/train/sweep parameters are PipelineConfig's fields, with the dataclass defaults."""
+    import dataclasses
+
+    from mmroute.cli import build_parser
+    from mmroute.cli.pipeline import config_from_args
+    from mmroute.pipeline import PipelineConfig
+
+    entry = project.get_entry_point(name)
+    fields = {f.name for f in dataclasses.fields(PipelineConfig)} - {"experiment"}  # set by `mlflow run`
+    if name == "train":
+        fields -= {"routers", "select_metric"}
+    assert fields <= set(entry.parameters), sorted(fields - set(entry.parameters))
+    required = {"router": "knn"} if name == "train" else {}
+    args = build_parser().parse_args(shlex.split(entry.compute_command(required, storage_dir=None))[3:])
+    cfg = config_from_args(args, ("knn",) if name == "train" else None)
+    default = PipelineConfig()
+    for field in fields - {"routers"}:
+        assert getattr(cfg, field) == getattr(default, field), field
+    # the 'out' split is reachable from MLproject (it needs train_datasets)
+    out = build_parser().parse_args(shlex.split(entry.compute_command(
+        {**required, "split": "out", "train_datasets": "a,b"}, storage_dir=None))[3:])
+    assert config_from_args(out, ("knn",) if name == "train" else None).train_datasets == ("a", "b")
+
+
+def test_old_router_options_spelling_still_works(project):
+    from mmroute.cli import build_parser
+    from mmroute.cli.pipeline import config_from_args
+
+    with pytest.warns(DeprecationWarning, match="--options is deprecated"):
+        args = build_parser().parse_args(["sweep", "--set", "knn.k=3", "--options", "*.lr=0.1"])
+    assert config_from_args(args).router_options == ("knn.k=3", "*.lr=0.1")

@@ -25,6 +25,7 @@ from numbers import Integral, Real
 from typing import Any, ClassVar, Protocol, Union
 
 __all__ = ["Constraint", "Constraints", "Interval", "Options", "InstanceOf", "SequenceOf", "Validated", "check", "validate",
+           "declared_constraints",
            "Integral", "Real"]
 
 

@@ -38,8 +38,8 @@ def table_and_features(tmp_path):
 def test_benchmark_writes_metrics_per_router_and_rule(table_and_features, tmp_path, capsys):
     table, emb = table_and_features
     out = tmp_path / "res" / "results.json"
-    code = main(["--table", str(table), "--features", str(emb), "--split", "in", "--train-frac", "0.6",
-                 "--seed", "3", "--routers", ROUTERS, "--set", "knn.k=7", "--set", "kmeans.n_clusters=4",
+    code = main(["--data", str(table), "--features", f"precomputed:{emb}", "--split", "in", "--train-frac", "0.6",
+                 "--split-seed", "3", "--routers", ROUTERS, "--set", "knn.k=7", "--set", "kmeans.n_clusters=4",
                  "--out", str(out)])
     assert code == 0
     res = json.loads(out.read_text())
@@ -63,8 +63,10 @@ def test_benchmark_writes_metrics_per_router_and_rule(table_and_features, tmp_pa
 def test_benchmark_out_of_domain_split_and_one_rule(table_and_features, tmp_path):
     table, emb = table_and_features
     out = tmp_path / "out.json"
-    code = main(["--table", str(table), "--features", str(emb), "--split", "out", "--train-datasets", "alpha",
-                 "--routers", "kmeans", "--rule", "tradeoff", "--set", "kmeans.n_clusters=3", "--out", str(out)])
+    # The old spellings (--table, a bare .npy for --features, --rule) still work for one release.
+    with pytest.warns(DeprecationWarning):
+        code = main(["--table", str(table), "--features", str(emb), "--split", "out", "--train-datasets", "alpha",
+                     "--routers", "kmeans", "--rule", "tradeoff", "--set", "kmeans.n_clusters=3", "--out", str(out)])
     assert code == 0
     res = json.loads(out.read_text())
     assert res["split"]["n_train"] == 60 and res["split"]["n_test"] == 30
@@ -79,7 +81,7 @@ def test_benchmark_out_of_domain_split_and_one_rule(table_and_features, tmp_path
 ])
 def test_benchmark_user_errors_exit_non_zero_with_a_message(table_and_features, tmp_path, capsys, argv, match):
     table, emb = table_and_features
-    code = main(["--table", str(table), "--features", str(emb), "--out", str(tmp_path / "r.json"), *argv])
+    code = main(["--data", str(table), "--features", f"precomputed:{emb}", "--out", str(tmp_path / "r.json"), *argv])
     assert code == 1
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "r.json").exists()

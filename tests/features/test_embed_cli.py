@@ -37,9 +37,9 @@ def _run(argv):
 def test_embed_writes_features_ids_and_metadata(tmp_path):
     table = _write_table(tmp_path)
     out = tmp_path / "out" / "emb.npz"
-    rc = _run(["--table", str(table), "--encoder", "offline", "--fusion", "adaptive", "-o", "dim=4",
+    rc = _run(["--data", str(table), "--features", "offline", "--fusion", "adaptive", "-o", "dim=4",
                "-o", "progress=False", "--cache-dir", str(tmp_path / "cache"), "--train-frac", "0.5",
-               "--seed", "3", "--out", str(out)])
+               "--split-seed", "3", "--out", str(out)])
     assert rc == 0
     data = np.load(out)
     assert data["fused"].shape[0] == 12 and data["text"].shape == (12, 4)
@@ -55,6 +55,14 @@ def test_embed_writes_features_ids_and_metadata(tmp_path):
 
 def test_embed_rejects_bad_options(tmp_path):
     with pytest.raises(SystemExit):
-        _run(["--table", "x", "--out", "y", "-o", "novalue"])
+        _run(["--data", "x", "--out", "y", "-o", "novalue"])
     with pytest.raises(SystemExit):
-        _run(["--table", "x", "--out", "y", "--fusion", "max"])
+        _run(["--data", "x", "--out", "y", "--fusion", "max"])
+
+
+def test_old_spellings_still_parse_with_a_deprecation_warning():
+    parser = argparse.ArgumentParser(prog="mmroute")
+    embed.register(parser.add_subparsers(dest="command"))
+    with pytest.warns(DeprecationWarning, match="--table is deprecated.*use --data"):
+        args = parser.parse_args(["embed", "--table", "t.csv", "--encoder", "emb.npy", "--seed", "7", "--out", "o"])
+    assert (args.data, args.features, args.split_seed) == ("t.csv", "precomputed:emb.npy", 7)

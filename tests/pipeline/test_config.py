@@ -19,8 +19,9 @@ def test_all_problems_reported_together():
     msg = str(err.value)
     for part in ("split='sideways'", "mode=44", "rules=['vote']", "router option 'k=3'"):
         assert part in msg
-    with pytest.raises(ValueError, match="needs train_datasets and test_datasets"):
-        PipelineConfig(split="out", train_datasets=("a",))
+    with pytest.raises(ValueError, match="split='out' needs train_datasets"):
+        PipelineConfig(split="out", test_datasets=("a",))
+    assert PipelineConfig(split="out", train_datasets=("a",)).test_datasets == ()  # every other dataset
     with pytest.raises(ValueError, match="select_metric='tradeoff/nAUC' needs rule 'tradeoff'"):
         PipelineConfig(rules=("budget",), select_metric="tradeoff/nAUC")
 

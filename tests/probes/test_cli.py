@@ -41,7 +41,7 @@ def test_extract_then_train_tracks_runs_writes_plots_and_onnx(saved, tmp_path, c
     model_dir, table = saved
     cache = tmp_path / "cache"
     # Numbers as MLproject passes them ("2.0"); empty strings mean unset.
-    common = ["--table", str(table), "--model", str(model_dir), "--layer", "2.0", "--cache", str(cache),
+    common = ["--data", str(table), "--model", str(model_dir), "--layer", "2.0", "--cache", str(cache),
               "--small", "small", "--large", "large"]
     assert main(["extract", *common, "--batch-size", "16"]) == 0
     assert json.loads(capsys.readouterr().out)["n_instances"] == 59
@@ -80,13 +80,13 @@ def test_extract_then_train_tracks_runs_writes_plots_and_onnx(saved, tmp_path, c
 
 def test_cli_errors_name_the_problem(saved, tmp_path, capsys):
     _, table = saved
-    rc = main(["train", "--table", str(table), "--cache", str(tmp_path / "none"), "--small", "small",
+    rc = main(["train", "--data", str(table), "--cache", str(tmp_path / "none"), "--small", "small",
                "--large", "nope", "--no-tracking"])
     assert rc == 1 and "'nope' is not in the table" in capsys.readouterr().err
-    rc = main(["train", "--table", str(table), "--cache", str(tmp_path / "none"), "--small", "small",
+    rc = main(["train", "--data", str(table), "--cache", str(tmp_path / "none"), "--small", "small",
                "--large", "large", "--no-tracking", "--set", "lora_rank=4"])
     assert rc == 1 and "unknown probe training option(s) ['lora_rank']" in capsys.readouterr().err
-    rc = main(["extract", "--table", str(table), "--cache", str(tmp_path / "c"), "--model",
+    rc = main(["extract", "--data", str(table), "--cache", str(tmp_path / "c"), "--model",
                str(tmp_path / "nowhere"), "--layer", "1"])
     assert rc == 1 and "cannot load backbone" in capsys.readouterr().err
 

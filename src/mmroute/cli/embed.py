@@ -3,7 +3,7 @@
 The archive holds ``fused`` (n, d), ``text`` (n, d_text), ``image`` (n, d_image) and ``image_mask``
 (n,) when the table has images, ``ids`` (n,), ``row`` (the table's source rows, when known) and
 ``meta`` (a JSON string: encoder identity, fusion, table source). Encoders that learn from data
-(TF-IDF) and the fusion are fitted on all rows by default; pass ``--train-frac`` (with ``--seed``)
+(TF-IDF) and the fusion are fitted on all rows by default; pass ``--train-frac`` (with ``--split-seed``)
 to fit them on the MMR-Bench "in" training rows only, as a later benchmark on that split expects.
 """
 
@@ -14,7 +14,8 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
-from mmroute.vocabulary import FUSIONS, IMAGE_POLICIES
+from mmroute.cli.options import add_deprecated_alias, encoder_spec
+from mmroute.vocabulary import DEFAULT_DATA, FUSIONS, IMAGE_POLICIES
 
 __all__ = ["register", "main", "run_embed"]
 
@@ -34,10 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "embed", help="encode a table's texts/images into features (cached) and write an .npz",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", required=True, help="table path or spec (e.g. synthetic, data/MMR_Bench.csv)")
-    p.add_argument("--encoder", default="offline",
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help="table path or spec (e.g. data/MMR_Bench.csv; default %(default)s)")
+    p.add_argument("--features", default="offline", type=encoder_spec,
                    help="encoder spec: offline (default), openclip:MODEL[:PRETRAINED], st:NAME_OR_PATH, "
                         "precomputed:PATH.npy, column:NAME")
+    add_deprecated_alias(p, "--table", dest="data", new="--data")
+    add_deprecated_alias(p, "--encoder", dest="features", new="--features", convert=encoder_spec)
+    add_deprecated_alias(p, "--seed", dest="split_seed", new="--split-seed", convert=int)
     p.add_argument("--fusion", default="mean", choices=FUSIONS)
     p.add_argument("--cache-dir", default=None, help="embedding cache root (default $MMROUTE_CACHE_DIR "
                    "or ./.mmroute/cache)")
@@ -51,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--train-frac", type=float, default=None,
                    help="fit encoder/fusion on the 'in' split's training rows only (fraction)")
-    p.add_argument("--seed", type=int, default=42, help="split seed for --train-frac (default 42)")
+    p.add_argument("--split-seed", type=int, default=42, help="split seed for --train-frac (default 42)")
     p.add_argument("-o", "--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                    help="extra encoder option, repeatable (e.g. -o dim=64 -o precision=bf16)")
     p.add_argument("--fusion-param", action="append", type=_option, default=[], metavar="KEY=VALUE",
@@ -70,12 +75,12 @@ def run_embed(args: argparse.Namespace) -> int:
         if value is not None:
             options[key] = value
     # The pipeline first: a bad encoder spec or option fails before a large table is loaded.
-    pipe = build_feature_pipeline(args.encoder, fusion=args.fusion, cache_dir=args.cache_dir, device=args.device,
+    pipe = build_feature_pipeline(args.features, fusion=args.fusion, cache_dir=args.cache_dir, device=args.device,
                                   fusion_params=dict(args.fusion_param), use_cache=not args.no_cache, **options)
-    table = load_table(args.table, images=args.images)
+    table = load_table(args.data, images=args.images)
     arrays: dict[str, Any] = {}
     if args.train_frac is not None:
-        train_idx, _ = split_in(table, args.train_frac, args.seed)
+        train_idx, _ = split_in(table, args.train_frac, args.split_seed)
         pipe.fit(table.subset(train_idx))
         arrays["train_idx"] = np.asarray(train_idx, dtype=np.int64)
     else:
@@ -86,8 +91,8 @@ def run_embed(args: argparse.Namespace) -> int:
         arrays.update(image=feats.image, image_mask=feats.image_mask)
     if "row" in table.extra:
         arrays["row"] = np.asarray(table.extra["row"])
-    meta = {"table": table.source, "n_instances": table.n_instances, "encoder": args.encoder,
-            "fusion": args.fusion, "train_frac": args.train_frac, "seed": args.seed,
+    meta = {"table": table.source, "n_instances": table.n_instances, "encoder": args.features,
+            "fusion": args.fusion, "train_frac": args.train_frac, "seed": args.split_seed,
             **{k: v for k, v in pipe.get_params().items()}}
     arrays["meta"] = np.array(json.dumps(meta, default=str))
     out = Path(args.out)

@@ -22,8 +22,9 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from mmroute.cli._types import boolean, integer, optional_int, optional_str
-from mmroute.vocabulary import DEFAULT_METRIC, FUSIONS, IMAGE_POLICIES
+from mmroute.cli._types import integer, optional_int, optional_str
+from mmroute.cli.options import add_config_arguments, add_deprecated_alias, config_kwargs
+from mmroute.vocabulary import IMAGE_POLICIES
 
 __all__ = ["register", "main", "config_from_args"]
 
@@ -32,46 +33,30 @@ log = logging.getLogger(__name__)
 COMMANDS = ("prepare", "train", "sweep", "evaluate", "run")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
-    from mmroute.pipeline.config import DEFAULT_DATA
-
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=DEFAULT_DATA,
-                   help="table path or spec (default %(default)s; e.g. data/MMR_Bench.csv, root/ocrbench+mathvista)")
-    g.add_argument("--images", default="warn", choices=IMAGE_POLICIES,
-                   help="image paths that name no file: fail, warn and drop the image, or skip the check")
-    g.add_argument("--dataset", type=optional_str, default=None, help="keep only these datasets ('a+b')")
-    g.add_argument("--experiment", type=optional_str, default=None,
-                   help="MLflow experiment name (default: mmroute, or the mlflow run's experiment)")
+_DATA = ("data", "images", "dataset", "experiment")
 
 
-def _add_training(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("split and modality")
-    g.add_argument("--split", default="in", choices=("in", "out", "column"))
-    g.add_argument("--train-frac", type=float, default=0.5, help="'in' split: training share (default %(default)s)")
-    g.add_argument("--split-seed", type=integer, default=42, help="'in' split seed (default %(default)s)")
-    g.add_argument("--train-datasets", default="", help="'out' split: training datasets (comma-separated)")
-    g.add_argument("--test-datasets", default="", help="'out' split: test datasets (comma-separated)")
-    g.add_argument("--split-column", default="split", help="'column' split: the column (default %(default)s)")
-    g.add_argument("--mode", type=optional_int, default=None, help="MMR-Bench modality mode 11..33")
-    g = p.add_argument_group("features")
-    g.add_argument("--features", default="offline", help="encoder spec (default %(default)s)")
-    g.add_argument("--fusion", default="mean", choices=FUSIONS)
-    g.add_argument("--cache-dir", type=optional_str, default=None, help="embedding cache root")
-    g.add_argument("--device", type=optional_str, default=None, help="encoder device (default: auto)")
-    g = p.add_argument_group("routers and tracking")
-    g.add_argument("--set", dest="options", action="append", default=[], metavar="ROUTER.FIELD=VALUE",
-                   help="router option, repeatable; several space-separated per flag; '*.' = every router")
-    g.add_argument("--max-epochs", type=optional_int, default=None,
-                   help="cap the epochs of every Lightning router (0 or empty: router defaults)")
-    g.add_argument("--rules", default="budget,tradeoff", help="decision rules (default %(default)s)")
-    g.add_argument("--system-metrics", type=boolean, nargs="?", const=True, default=False,
-                   help="also log CPU/GPU/memory system metrics")
-    g.add_argument("--no-log-model", action="store_true",
-                   help="do not log the fitted feature pipeline and router (evaluate needs them)")
+def _add_data(p: argparse.ArgumentParser) -> dict:
+    from mmroute.pipeline.config import PipelineConfig
+
+    groups: dict = {}
+    add_config_arguments(p, PipelineConfig, only=_DATA, groups=groups)
+    add_deprecated_alias(p, "--table", dest="data", new="--data")
+    return groups
+
+
+def _add_training(p: argparse.ArgumentParser, groups: dict) -> None:
+    from mmroute.pipeline.config import PipelineConfig
+
+    add_config_arguments(p, PipelineConfig, skip=_DATA + ("routers", "select_metric"), groups=groups)
+    p.add_argument("--no-log-model", dest="log_model", action="store_false", help=argparse.SUPPRESS)
+    add_deprecated_alias(p, "--seed", dest="split_seed", new="--split-seed", convert=integer)
+    add_deprecated_alias(p, "--options", dest="router_options", new="--set (MLproject: router_options)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from mmroute.pipeline.config import PipelineConfig
+
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("prepare", help="load/validate a table and log it (tracked)",
                               description=__doc__, formatter_class=fmt)
@@ -83,18 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train and evaluate one router (tracked)",
                               description=__doc__, formatter_class=fmt)
     p.add_argument("--router", required=True, help="router name (see mmroute sweep --routers all)")
-    _add_data(p)
-    _add_training(p)
+    _add_training(p, _add_data(p))
     p.set_defaults(func=_cmd_train)
 
     for name, help_ in (("sweep", "train and compare several routers: a parent run, a child per router"),
                         ("run", "the whole default pipeline: data, embed, every router, evaluate, compare")):
         p = subparsers.add_parser(name, help=help_, description=__doc__, formatter_class=fmt)
-        p.add_argument("--routers", default="all", help="router names, comma-separated, or 'all' (default)")
-        p.add_argument("--select-metric", default=DEFAULT_METRIC,
-                       help="metric naming the best child (default %(default)s)")
-        _add_data(p)
-        _add_training(p)
+        groups = _add_data(p)
+        add_config_arguments(p, PipelineConfig, only=("routers", "select_metric"), groups=groups)
+        _add_training(p, groups)
         if name == "run":
             p.add_argument("--register-model", type=optional_str, default="mmroute-router",
                            help="register the best router under this name and stage it "
@@ -105,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=fmt)
     p.add_argument("--run-id", required=True, help="run that logged the router (a train run or a sweep child)")
     p.add_argument("--data", type=optional_str, default=None, help="table (default: the run's own data)")
+    add_deprecated_alias(p, "--table", dest="data", new="--data")
     p.add_argument("--rows", choices=("test", "all"), default="test",
                    help="the run's test rows (by instance id) or every row of the table")
     p.add_argument("--images", default="warn", choices=IMAGE_POLICIES)
@@ -114,21 +97,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def config_from_args(args: argparse.Namespace, routers: str | Sequence[str]) -> Any:
-    """The :class:`~mmroute.pipeline.config.PipelineConfig` an argument namespace describes."""
-    from mmroute.pipeline.config import PipelineConfig, split_list
+def config_from_args(args: argparse.Namespace, routers: str | Sequence[str] | None = None) -> Any:
+    """The :class:`~mmroute.pipeline.config.PipelineConfig` an argument namespace describes
+    (``routers`` overrides the namespace's, e.g. ``train``'s single ``--router``)."""
+    from mmroute.pipeline.config import PipelineConfig
 
-    options = [item for chunk in args.options for item in chunk.split()]
-    return PipelineConfig(
-        data=args.data, images=args.images, dataset=args.dataset, split=args.split,
-        train_frac=args.train_frac, split_seed=args.split_seed,
-        train_datasets=tuple(split_list(args.train_datasets)), test_datasets=tuple(split_list(args.test_datasets)),
-        split_column=args.split_column, mode=args.mode, features=args.features, fusion=args.fusion,
-        cache_dir=args.cache_dir, device=args.device,
-        routers=routers if isinstance(routers, str) else tuple(routers), router_options=tuple(options),
-        max_epochs=args.max_epochs or None, rules=tuple(split_list(args.rules)),
-        select_metric=getattr(args, "select_metric", DEFAULT_METRIC), experiment=args.experiment,
-        system_metrics=args.system_metrics, log_model=not args.no_log_model)
+    fixed: dict[str, Any] = {}
+    if routers is not None:
+        fixed["routers"] = routers if isinstance(routers, str) else tuple(routers)
+    kwargs = config_kwargs(args, PipelineConfig, **fixed)
+    kwargs["max_epochs"] = kwargs.get("max_epochs") or None  # MLproject's 0 means "the routers' defaults"
+    return PipelineConfig(**kwargs)
 
 
 def _report(summary: dict[str, Any]) -> int:
@@ -172,14 +151,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from mmroute.pipeline import run_sweep
 
-    return _report(run_sweep(config_from_args(args, args.routers)))
+    return _report(run_sweep(config_from_args(args)))
 
 
 @_tracked
 def _cmd_run(args: argparse.Namespace) -> int:
     from mmroute.pipeline import run_main
 
-    return _report(run_main(config_from_args(args, args.routers),
+    return _report(run_main(config_from_args(args),
                             register_model=args.register_model or None))
 
 

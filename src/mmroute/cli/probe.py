@@ -21,6 +21,7 @@ import sys
 from typing import Sequence
 
 from mmroute.cli._types import integer, key_value, optional_int, optional_str
+from mmroute.cli.options import add_deprecated_alias
 from mmroute.vocabulary import IMAGE_POLICIES
 
 __all__ = ["register", "main"]
@@ -33,7 +34,8 @@ def _devices(text: str) -> int | str:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--table", required=True, help="outcome table path or spec (see mmroute data)")
+    p.add_argument("--data", default=None, help="outcome table path or spec (see mmroute data); required")
+    add_deprecated_alias(p, "--table", dest="data", new="--data")
     p.add_argument("--cache", required=True, help="hidden-state cache directory")
     p.add_argument("--model", type=optional_str, default=None, help="backbone: hub name or local path")
     p.add_argument("--layer", type=optional_int, default=None, help="layer l (1-based; l-1 states are cached)")
@@ -87,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     probe.set_defaults(func=lambda args: (probe.print_help(), 2)[1])
 
 
+def _data(args: argparse.Namespace) -> str:
+    if not args.data:
+        raise ValueError("probe needs --data (the outcome table)")
+    return str(args.data)
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from mmroute.data import load_table
     from mmroute.probes.extract import extract_hidden_states
@@ -95,7 +103,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     if args.model is None or args.layer is None:
         raise ValueError("probe extract needs --model and --layer")
-    table = load_table(args.table, images=args.images)
+    table = load_table(_data(args), images=args.images)
     if args.small and args.large:
         table = table.subset(select_rows(table, args.small, args.large, args.sample, args.seed))
     elif args.sample:
@@ -119,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             train[key] = value
     cfg = ProbeExperiment(
-        table=args.table, small=args.small, large=args.large, cache=args.cache, model=args.model,
+        table=_data(args), small=args.small, large=args.large, cache=args.cache, model=args.model,
         layer=args.layer, heads=tuple(h.strip() for h in args.heads.split(",") if h.strip()), split=args.split,
         train_frac=args.train_frac, seed=args.seed, sample=args.sample, images=args.images,
         with_images=not args.no_images, token_cap=args.token_cap, extract_batch_size=args.batch_size,

@@ -113,7 +113,7 @@ def _print(obj: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mmroute.export.from_run import export_run
+    from mmroute.pipeline.export import export_run
 
     _tracking()
     info, result = export_run(args.run_id, name=args.name, sample_rows=args.sample_rows,
@@ -124,29 +124,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from mmroute.registry import promote, register_best
+    from mmroute.pipeline.register import register_run
 
     _tracking()
-    version = register_best(args.run_id, args.model, metric=args.metric, export_missing=not args.no_export)
-    out: dict[str, Any] = {"model": args.model, "version": version.version, "source_run_id": version.run_id,
-                           "router": version.tags.get("router")}
-    if args.stage:
-        out["stage"] = promote(args.model, version.version, to=args.stage).stage
-    _print(out)
+    _print(register_run(args.run_id, args.model, metric=args.metric, stage=args.stage,
+                        export_missing=not args.no_export))
     return 0
-
-
-def _default_eval_table(model: str, version: str | None, to: str) -> str:
-    from mlflow import MlflowClient
-
-    from mmroute.export.from_run import EVAL_TABLE_ARTIFACT
-    from mmroute.registry.stages import _resolve_version
-
-    client = MlflowClient()
-    mv = client.get_model_version(model, _resolve_version(client, model, version, to))
-    if not mv.run_id:
-        raise ValueError(f"{model} version {mv.version} has no source run: pass --eval-table")
-    return f"runs:/{mv.run_id}/{EVAL_TABLE_ARTIFACT}"
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -155,7 +138,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     _tracking()
     eval_table = args.eval_table
     if args.to == "production" and eval_table is None:
-        eval_table = _default_eval_table(args.model, args.version, args.to)
+        from mmroute.pipeline.register import default_eval_table
+
+        eval_table = default_eval_table(args.model, args.version, args.to)
     try:
         result = promote(args.model, args.version, to=args.to, eval_table=eval_table, metric=args.metric,
                          min_delta=args.min_delta)

@@ -20,6 +20,11 @@ __all__ = ["PipelineConfig", "SPLITS", "RULES", "DEFAULT_DATA", "parse_router_op
            "expand_routers", "convert_value", "split_list"]
 
 
+def _field(default: Any, group: str, help: str, **meta: Any) -> Any:
+    """A field with its CLI group and help (see :mod:`mmroute.cli.options`)."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, **meta})
+
+
 @dataclass
 class PipelineConfig(Validated):
     """Everything a pipeline run depends on (logged as params and as ``config.yaml``).
@@ -37,7 +42,7 @@ class PipelineConfig(Validated):
     train_frac, split_seed : float, int
         The "in" split (MMR-Bench reference: 0.2 and 42).
     train_datasets, test_datasets : tuple of str
-        The "out" split.
+        The "out" split (no test datasets: every dataset not trained on).
     split_column : str
         The "column" split (rows whose value is "train" train, the rest test).
     mode : int or None
@@ -55,7 +60,8 @@ class PipelineConfig(Validated):
     rules : tuple of str
         Decision rules evaluated.
     select_metric : str
-        Metric that names a sweep's best child.
+        Metric that names a sweep's best child (default ``budget/nAUC``; ``<first rule>/nAUC`` when
+        the budget rule is not evaluated).
     experiment : str or None
         Experiment name (None: ``mmroute``, or the project run's experiment under ``mlflow run``).
     system_metrics : bool
@@ -64,28 +70,38 @@ class PipelineConfig(Validated):
         Log the fitted feature pipeline and router (pickles) so ``evaluate`` can re-score them.
     """
 
-    data: str = DEFAULT_DATA
-    images: str = "warn"
-    dataset: str | None = None
-    split: str = "in"
-    train_frac: float = 0.5
-    split_seed: int = 42
-    train_datasets: tuple[str, ...] = ()
-    test_datasets: tuple[str, ...] = ()
-    split_column: str = "split"
-    mode: int | None = None
-    features: str = "offline"
-    fusion: str = "mean"
-    cache_dir: str | None = None
-    device: str | None = None
-    routers: tuple[str, ...] = ("all",)
-    router_options: tuple[str, ...] = ()
-    max_epochs: int | None = None
-    rules: tuple[str, ...] = RULES
-    select_metric: str = DEFAULT_METRIC
-    experiment: str | None = None
-    system_metrics: bool = False
-    log_model: bool = True
+    data: str = _field(DEFAULT_DATA, "data", "table path or spec (e.g. data/MMR_Bench.csv, root/ocrbench+mathvista, "
+                       "synthetic:n=1000,seed=0)")
+    images: str = _field("warn", "data", "image paths that name no file: fail, warn and drop the image, or skip the check")
+    dataset: str | None = _field(None, "data", "keep only these datasets ('a+b')")
+    split: str = _field("in", "split and modality", "seeded random rows (in), by dataset (out), or by a column")
+    train_frac: float = _field(0.5, "split and modality", "'in' split: training share, or a row count >= 1")
+    split_seed: int = _field(42, "split and modality", "'in' split seed")
+    train_datasets: tuple[str, ...] = _field((), "split and modality", "'out' split: training datasets "
+                                             "(comma-separated)")
+    test_datasets: tuple[str, ...] = _field((), "split and modality", "'out' split: test datasets (comma-separated; "
+                                            "empty: every other dataset)")
+    split_column: str = _field("split", "split and modality", "'column' split: rows whose value is 'train' train")
+    mode: int | None = _field(None, "split and modality", "MMR-Bench modality mode 11..33 (empty: as the table is)")
+    features: str = _field("offline", "features", "encoder spec: offline, openclip:MODEL[:PRETRAINED], "
+                           "st:NAME_OR_PATH, precomputed:FILE.npy, column:NAME")
+    fusion: str = _field("mean", "features", "fusion of text and image features")
+    cache_dir: str | None = _field(None, "features", "embedding cache root (empty: $MMROUTE_CACHE_DIR or "
+                                   "./.mmroute/cache)")
+    device: str | None = _field(None, "features", "encoder device (empty: the encoder's choice)")
+    routers: tuple[str, ...] = _field(("all",), "routers", "router names, comma-separated, or 'all'")
+    router_options: tuple[str, ...] = _field((), "routers", "router option ROUTER.FIELD=VALUE, repeatable, several "
+                                             "space-separated per flag; '*.FIELD' = every router with that field",
+                                             flag="--set", aliases=("--router-options",), append=True,
+                                             metavar="ROUTER.FIELD=VALUE")
+    max_epochs: int | None = _field(None, "routers", "cap the epochs of every Lightning router (0 or empty: the "
+                                    "routers' defaults)")
+    rules: tuple[str, ...] = _field(RULES, "routers", "decision rules evaluated (comma-separated)")
+    select_metric: str = _field(DEFAULT_METRIC, "routers", "metric naming a sweep's best child")
+    experiment: str | None = _field(None, "tracking", "MLflow experiment name (empty: mmroute, or the mlflow run's)")
+    system_metrics: bool = _field(False, "tracking", "also log CPU/GPU/memory system metrics")
+    log_model: bool = _field(True, "tracking", "log the fitted feature pipeline and router (evaluate and export "
+                             "need them)")
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "images": [Options(IMAGE_POLICIES)],
@@ -100,6 +116,9 @@ class PipelineConfig(Validated):
         for name in ("train_datasets", "test_datasets", "routers", "router_options", "rules"):
             value = getattr(self, name)
             setattr(self, name, tuple(split_list(value)) if isinstance(value, str) else tuple(value))
+        if self.select_metric == DEFAULT_METRIC and self.rules and DEFAULT_METRIC.split("/")[0] not in self.rules:
+            # The default metric's rule is not evaluated: rank by the first rule's nAUC instead.
+            self.select_metric = f"{self.rules[0]}/nAUC"
         super().__post_init__()
 
     def problems(self) -> list[str]:
@@ -111,8 +130,8 @@ class PipelineConfig(Validated):
                 float(self.train_frac).is_integer()
             if not (share or count):
                 out.append(f"train_frac={self.train_frac!r} (expected a share in (0, 1) or a row count >= 1)")
-        if self.split == "out" and not (self.train_datasets and self.test_datasets):
-            out.append("split='out' needs train_datasets and test_datasets")
+        if self.split == "out" and not self.train_datasets:
+            out.append("split='out' needs train_datasets (test_datasets default: every other dataset)")
         if self.split != "out" and (self.train_datasets or self.test_datasets):
             out.append(f"train_datasets/test_datasets are only used with split='out', not {self.split!r}")
         bad_rules = [r for r in self.rules if r not in RULES]

@@ -62,7 +62,7 @@ def prepare(cfg: PipelineConfig, table: Any | None = None) -> Prepared:
         frac = int(cfg.train_frac) if cfg.train_frac >= 1 else cfg.train_frac
         train_idx, test_idx = split_in(table, frac, cfg.split_seed)
     elif cfg.split == "out":
-        train_idx, test_idx = split_out(table, list(cfg.train_datasets), list(cfg.test_datasets))
+        train_idx, test_idx = split_out(table, list(cfg.train_datasets), list(cfg.test_datasets) or None)
     else:
         train_idx, test_idx = split_column(table, cfg.split_column)
     train, test = table.subset(train_idx), table.subset(test_idx)

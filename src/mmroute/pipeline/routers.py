@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import time
@@ -11,13 +10,13 @@ from typing import Any
 
 from mmroute.pipeline.config import PipelineConfig, router_overrides
 from mmroute.pipeline.data import Prepared
+from mmroute.tracking import record
 
 __all__ = ["RouterRun", "train_in_active_run", "log_context", "log_feature_pipeline", "load_logged_router",
-           "MODEL_DIR", "SUMMARY_METRICS"]
+           "log_pareto_plots", "SUMMARY_METRICS"]
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
 # Columns of a sweep's comparison table (when logged).
 SUMMARY_METRICS = ("nAUC", "Ps", "QNC", "qnc_reached", "fixed_AUC", "acc_at_best_single_cost")
 
@@ -62,7 +61,7 @@ def log_context(cfg: PipelineConfig, prepared: Prepared, *, step: str, extra_par
     log_params(params)
     resolved = {"pipeline": cfg.to_dict(), "params": {k: _plain(v) for k, v in params.items()}}
     resolved.update(config or {})
-    mlflow.log_dict(resolved, "config.yaml")
+    mlflow.log_dict(resolved, record.CONFIG)
     log_split_ids(prepared.train.ids, prepared.test.ids)
     name = dataset_tag(table) if len(dataset_tag(table)) <= 80 else f"{len(table.dataset_names)}-datasets"
     log_table_input(prepared.train, context="training", name=f"{name}-train", source=cfg.data)
@@ -88,8 +87,8 @@ def log_feature_pipeline(pipeline: Any) -> str | None:
         log.warning("feature pipeline %r cannot be pickled (%s); evaluate will not be able to re-score "
                     "this run", pipeline, exc)
         return None
-    _log_bytes(blob, f"{MODEL_DIR}/features.pkl")
-    return f"runs:/{mlflow.active_run().info.run_id}/{MODEL_DIR}/features.pkl"
+    _log_bytes(blob, record.FEATURES_PICKLE)
+    return record.artifact_uri(mlflow.active_run().info.run_id, record.FEATURES_PICKLE)
 
 
 def _log_bytes(blob: bytes, artifact_file: str) -> None:
@@ -122,16 +121,17 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
 
     run_id = mlflow.active_run().info.run_id
     router = create_router(name, **router_overrides(name, cfg))
-    router_params = {"router.name": name, **{f"router.{k}": v for k, v in router.get_params().items()}}
+    router_params = {record.PARAM_ROUTER_NAME: name,
+                     **{f"{record.PARAM_ROUTER_PREFIX}{k}": v for k, v in router.get_params().items()}}
     if shared_context:
         log_context(cfg, prepared, step=step, extra_params=router_params,
-                    extra_tags={"mmroute.router": name},
+                    extra_tags={record.TAG_ROUTER: name},
                     config={"router": {"name": name, **{k: _plain(v) for k, v in router.get_params().items()}}})
     else:
         from mmroute.tracking import log_params
 
         log_params(router_params)
-        mlflow.set_tag("mmroute.router", name)
+        mlflow.set_tag(record.TAG_ROUTER, name)
     bind_lightning_logger(router)
     try:
         result = fit_and_evaluate(router, prepared.train_features, prepared.train, prepared.test_features,
@@ -140,7 +140,8 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
         unbind_lightning_logger(router)
     results = dict(result.results)
     fit_seconds = float(result.fit_seconds)
-    metrics: dict[str, float] = {"fit_seconds": fit_seconds, "predict_seconds": float(result.predict_seconds)}
+    metrics: dict[str, float] = {record.METRIC_FIT_SECONDS: fit_seconds,
+                                 record.METRIC_PREDICT_SECONDS: float(result.predict_seconds)}
     for rule, res in results.items():
         metrics.update(eval_metrics(res, rule, best_single_cost=res.singles.best_cost))
     log_metrics({k: v for k, v in metrics.items() if v == v})
@@ -154,7 +155,7 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
 
 
 def log_pareto_plots(results_by_router: dict[str, dict[str, Any]], *, title_prefix: str,
-                      artifact_dir: str = "plots") -> None:
+                      artifact_dir: str = record.PLOTS_DIR) -> None:
     """One cost-accuracy plot per rule (frontiers, swept points, single models, the oracle point)."""
     import mlflow
 
@@ -183,25 +184,18 @@ def _log_router(router: Any, name: str, cfg: PipelineConfig, prepared: Prepared,
     except Exception as exc:
         log.warning("router %s cannot be pickled (%s); evaluate will not be able to re-score it", name, exc)
         return
-    _log_bytes(blob, f"{MODEL_DIR}/router.pkl")
+    _log_bytes(blob, record.ROUTER_PICKLE)
     meta = {"router": name, "models": list(prepared.train.models), "features_uri": features_uri,
             "features": cfg.features, "fusion": cfg.fusion, "mode": cfg.mode, "data": cfg.data,
             "images": cfg.images, "dataset": cfg.dataset, "rules": list(cfg.rules),
             "mmroute_version": __version__, "format": "pickle", "logged_at": time.time()}
-    mlflow.log_dict(meta, f"{MODEL_DIR}/meta.json")
+    mlflow.log_dict(meta, record.ROUTER_META)
 
 
 def load_logged_router(run_id: str) -> tuple[Any, Any, dict[str, Any]]:
     """(router, feature pipeline, meta) a run logged. Pickles: load only runs you trust."""
-    import mlflow
-
-    base = f"runs:/{run_id}/{MODEL_DIR}"
-    try:
-        meta = json.loads(mlflow.artifacts.load_text(f"{base}/meta.json"))
-    except Exception as exc:
-        raise FileNotFoundError(f"run {run_id} has no {MODEL_DIR}/meta.json: it logged no router "
-                                "(was it a sweep parent, or trained with --no-log-model?)") from exc
-    router = pickle.loads(_download_bytes(f"{base}/router.pkl"))
+    meta = record.load_router_meta(run_id)
+    router = pickle.loads(_download_bytes(record.artifact_uri(run_id, record.ROUTER_PICKLE)))
     if not meta.get("features_uri"):
         raise FileNotFoundError(f"run {run_id} logged no feature pipeline; it cannot be re-scored")
     pipeline = pickle.loads(_download_bytes(meta["features_uri"]))

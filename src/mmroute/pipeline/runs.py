@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from mmroute.pipeline.config import PipelineConfig, expand_routers
+from mmroute.tracking import record
 from mmroute.pipeline.data import Prepared, data_params, dataset_tag, embed, load, prepare, rows_by_id, write_table
 from mmroute.pipeline.routers import (
     RouterRun,
@@ -54,7 +55,7 @@ def run_prepare(data: str, *, images: str = "warn", dataset: str | None = None, 
         mlflow.set_tags(run_tags(step="prepare", dataset=dataset_tag(table)))
         log_params(data_params(data, table, images=images, dataset=dataset))
         summary = table.summary()
-        mlflow.log_dict(summary, "data/summary.json")
+        mlflow.log_dict(summary, record.DATA_SUMMARY)
         log_metrics({"data/n_instances": table.n_instances, "data/n_models": table.n_models,
                      "data/n_with_image": int(table.has_images.sum()),
                      "data/missing_outcomes": int(table.missing.sum())})
@@ -111,21 +112,21 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
         prepared = embed(cfg, prepared)
         log_context(cfg, prepared, step=step, extra_params={"sweep.routers": names,
                                                              "sweep.select_metric": cfg.select_metric})
-        mlflow.log_dict(prepared.table.summary(), "data/summary.json")
+        mlflow.log_dict(prepared.table.summary(), record.DATA_SUMMARY)
         _log_embed_metrics(prepared)
         features_uri = log_feature_pipeline(prepared.pipeline) if cfg.log_model else None
         done: list[RouterRun] = []
         failed: dict[str, str] = {}
         for name in names:
             _start(name, nested=True, system_metrics=cfg.system_metrics)
-            mlflow.set_tag("mmroute.router", name)  # first, so even a router that fails to build is findable
+            mlflow.set_tag(record.TAG_ROUTER, name)  # first, so even a router that fails to build is findable
             try:
                 done.append(train_in_active_run(name, cfg, prepared, step=f"{step}-child",
                                                 features_uri=features_uri))
             except Exception as exc:  # one broken router must not cost the whole sweep
                 log.exception("router %s failed", name)
                 failed[name] = f"{type(exc).__name__}: {exc}"
-                mlflow.set_tag("mmroute.error", failed[name][:5000])
+                mlflow.set_tag(record.TAG_ERROR, failed[name][:5000])
                 mlflow.end_run(status="FAILED")
             else:
                 mlflow.end_run()
@@ -142,10 +143,10 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
             references = []
         best = log_comparison(frame, metric=cfg.select_metric, exclude=references)
         log_pareto_plots({r.router: r.results for r in done}, title_prefix="all routers",
-                          artifact_dir="comparison")
+                         artifact_dir=record.COMPARISON_DIR)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - started)
         if failed:
-            mlflow.set_tag("mmroute.failed_routers", ",".join(sorted(failed)))
+            mlflow.set_tag(record.TAG_FAILED_ROUTERS, ",".join(sorted(failed)))
     summary = {"step": step, "run_id": parent.info.run_id, "best_router": str(best["router"]),
                "best_child_run_id": str(best["run_id"]), cfg.select_metric: _finite(best[cfg.select_metric]),
                "children": {r.router: r.run_id for r in done}, "failed": failed,
@@ -165,14 +166,14 @@ def run_main(cfg: PipelineConfig, *, register_model: str | None = "mmroute-route
     """
     import mlflow
 
-    from mmroute.registry import register_and_stage
+    from mmroute.pipeline.register import register_run
 
     summary = run_sweep(cfg, step="main")
     if register_model:
-        staged = register_and_stage(summary["run_id"], register_model, metric=cfg.select_metric)
-        summary["registered"] = staged.to_dict()
-        mlflow.MlflowClient().set_tag(summary["run_id"], "mmroute.registered_model",
-                                      f"{register_model}/{staged.to_dict().get('version')}")
+        registered = register_run(summary["run_id"], register_model, metric=cfg.select_metric, stage="staging")
+        summary["registered"] = registered
+        mlflow.MlflowClient().set_tag(summary["run_id"], record.TAG_REGISTERED_MODEL,
+                                      f"{register_model}/{registered['version']}")
     return summary
 
 
@@ -211,7 +212,9 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
     table = load(spec, images=images, dataset=meta.get("dataset") if data is None else None)
     table = table.select_models(meta["models"])
     if rows == "test":
-        ids = mlflow.artifacts.load_text(f"runs:/{run_id}/split/test_ids.txt").split()
+        ids = record.load_test_ids(source)
+        if ids is None:
+            raise FileNotFoundError(f"run {run_id} logged no {record.TEST_IDS}; pass rows='all'")
         table = table.subset(rows_by_id(table, ids))
     mode = mode if mode is not None else meta.get("mode")
     if mode is not None:
@@ -219,7 +222,7 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
     name = meta["router"]
     with _start(f"evaluate-{name}") as run:
         mlflow.set_tags(run_tags(step="evaluate", dataset=dataset_tag(table), mode=mode,
-                                 extra={"mmroute.router": name, "mmroute.source_run_id": run_id}))
+                                 extra={record.TAG_ROUTER: name, record.TAG_SOURCE_RUN: run_id}))
         params = data_params(spec, table, images=images, dataset=meta.get("dataset") if data is None else None)
         params.update({"evaluate.source_run_id": run_id, "evaluate.rows": rows, "data.mode": mode or ""})
         params.update({k: v for k, v in source.data.params.items() if k.startswith(("router.", "features."))})

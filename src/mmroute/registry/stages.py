@@ -152,6 +152,12 @@ def _resolve_version(client: Any, name: str, version: str | int | None, to: str)
     return str(max(int(v.version) for v in versions))
 
 
+def resolve_version(client: Any, name: str, version: str | int | None, to: str) -> str:
+    """The version a promotion to ``to`` means: ``version`` (checked to exist), else the staging one
+    for production, else the newest."""
+    return _resolve_version(client, name, version, to)
+
+
 def _gate(name: str, candidate: str, current: str | None, eval_table: Any, metric: str,
           min_delta: float) -> dict[str, Any]:
     """Score candidate and production, each with its own served model, on the same table rows."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
+from mmroute.tracking import record
 from mmroute.vocabulary import DEFAULT_METRIC
 
 __all__ = ["DEFAULT_METRIC", "MODEL_ARTIFACT", "get_client", "select_run", "find_router_model",
@@ -18,7 +19,7 @@ __all__ = ["DEFAULT_METRIC", "MODEL_ARTIFACT", "get_client", "select_run", "find
 
 log = logging.getLogger(__name__)
 
-MODEL_ARTIFACT = "router"
+MODEL_ARTIFACT = record.LOGGED_MODEL
 METRIC_TAG = "metric."  # version tag prefix for the source run's final metrics
 _MAX_METRIC_TAGS = 200
 
@@ -51,7 +52,7 @@ def select_run(client: Any, run_id: str, metric: str = DEFAULT_METRIC) -> tuple[
     if not children:
         return run, None
     scored = [c for c in children
-              if c.info.status != "FAILED" and _deployable(_router_name(c))
+              if c.info.status != "FAILED" and _deployable(record.router_name(c))
               and metric in c.data.metrics and not math.isnan(c.data.metrics[metric])]
     if not scored:
         logged = sorted({k for c in children for k in c.data.metrics})
@@ -71,10 +72,6 @@ def _deployable(name: str) -> bool:
     return name not in list_routers() or router_class(name).deployable
 
 
-def _router_name(run: Any) -> str:
-    return run.data.params.get("router.name") or run.data.tags.get("mmroute.router", "")
-
-
 def find_router_model(client: Any, run: Any, name: str = MODEL_ARTIFACT) -> Any:
     """The LoggedModel called ``name`` that ``run`` logged (the newest if several)."""
     run_id = run.info.run_id
@@ -84,19 +81,9 @@ def find_router_model(client: Any, run: Any, name: str = MODEL_ARTIFACT) -> Any:
     if not models:
         raise FileNotFoundError(
             f"run {run_id} has no logged model named {name!r}; log the router with "
-            "mmroute.export.pyfunc.log_router_model(...) in that run (or `mmroute export --run-id`)")
+            "mmroute.export.pyfunc.log_router_model(...) in that run (or `mmroute export --run-id`, "
+            "mmroute.pipeline.export_run)")
     return max(models, key=lambda m: m.creation_timestamp)
-
-
-def _data_hash(run: Any) -> str | None:
-    params, tags = run.data.params, run.data.tags
-    for key in ("data.hash", "data_hash"):
-        if params.get(key):
-            return params[key]
-        if tags.get(key):
-            return tags[key]
-    digests = [d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])]
-    return ",".join(sorted(set(digests))) or None
 
 
 def _metric_tags(metrics: dict[str, float]) -> dict[str, str]:
@@ -106,12 +93,13 @@ def _metric_tags(metrics: dict[str, float]) -> dict[str, str]:
 
 
 def register_best(run_id: str, model_name: str, *, metric: str = DEFAULT_METRIC,
-                  artifact: str = MODEL_ARTIFACT, export_missing: bool = True, client: Any = None,
-                  tracking_uri: str | None = None):
+                  artifact: str = MODEL_ARTIFACT, exporter: Callable[[str], Any] | None = None,
+                  client: Any = None, tracking_uri: str | None = None):
     """Register the router of the best child of sweep ``run_id`` (or of run ``run_id`` itself).
 
-    When the chosen run logged a pickled router but no ONNX model yet and ``export_missing``,
-    it is exported first (:func:`mmroute.export.from_run.export_run`). The new version is tagged
+    When the chosen run has no logged model ``artifact`` yet, ``exporter(run_id)`` is called to log
+    it (the pipeline passes :func:`mmroute.pipeline.export_run`); without an exporter that is a
+    ``FileNotFoundError``. The new version is tagged
     with the source run's final metrics (``metric.<name>``), the data hash (``data_hash``), the
     source run and its parent (``source_run_id``, ``parent_run_id``), the router name and the
     selection metric. Returns the ``ModelVersion``.
@@ -123,19 +111,17 @@ def register_best(run_id: str, model_name: str, *, metric: str = DEFAULT_METRIC,
     try:
         logged = find_router_model(client, run, artifact)
     except FileNotFoundError:
-        if not export_missing:
+        if exporter is None:
             raise
-        from mmroute.export.from_run import export_run
-
         log.info("run %s has no logged %r model yet: exporting its router", run.info.run_id, artifact)
-        export_run(run.info.run_id, name=artifact)
+        exporter(run.info.run_id)
         logged = find_router_model(client, run, artifact)
     tags = {
         "source_run_id": run.info.run_id,
         "parent_run_id": parent_id or "",
         "selection_metric": metric,
-        "router": _router_name(run) or logged.tags.get("mmroute.router", ""),
-        "data_hash": _data_hash(run) or "",
+        "router": record.router_name(run) or logged.tags.get(record.TAG_ROUTER, ""),
+        "data_hash": record.data_hash(run),
         "logged_model_id": logged.model_id,
         **_metric_tags(run.data.metrics),
     }

@@ -6,6 +6,7 @@ import logging
 import math
 from typing import Any, Mapping, Sequence
 
+from mmroute.tracking import record
 from mmroute.vocabulary import DEFAULT_METRIC
 
 __all__ = ["DEFAULT_SELECT_METRIC", "lower_is_better", "comparison_frame", "pick_best",
@@ -75,7 +76,7 @@ def comparison_figure(frame: Any, metrics: Sequence[str] = _SHOWN, title: str = 
 
 
 def log_comparison(frame: Any, *, metric: str = DEFAULT_SELECT_METRIC, exclude: Sequence[str] = (),
-                   artifact_dir: str = "comparison") -> Any:
+                   artifact_dir: str = record.COMPARISON_DIR) -> Any:
     """Log the table (CSV), its bar chart (PNG) and the best child into the active (parent) run.
 
     Routers in ``exclude`` (references such as the oracle, which reads the true outcomes) are
@@ -92,7 +93,7 @@ def log_comparison(frame: Any, *, metric: str = DEFAULT_SELECT_METRIC, exclude: 
     if eligible.empty:
         raise ValueError(f"no router eligible for best: all of {list(frame['router'])} are excluded")
     best = pick_best(eligible, metric)
-    mlflow.set_tags({"best_child_run_id": str(best["run_id"]), "best_router": str(best["router"]),
+    mlflow.set_tags({record.TAG_BEST_CHILD: str(best["run_id"]), record.TAG_BEST_ROUTER: str(best["router"]),
                      "best_metric": metric})
     value = float(best[metric])
     if math.isfinite(value):

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mmroute.tracking import record
+
 __all__ = [
     "BUDGET_FRACTIONS",
     "flatten_params",
@@ -99,14 +101,14 @@ def run_tags(*, step: str, dataset: str | None = None, mode: Any = None,
     checkout), ``mmroute.dataset``, ``mmroute.mode``, plus ``extra``."""
     from mmroute import __version__
 
-    tags = {"mmroute.step": step, "mmroute.version": __version__}
+    tags = {record.TAG_STEP: step, record.TAG_VERSION: __version__}
     commit = git_commit()
     if commit:
-        tags["mmroute.git_commit"] = commit
+        tags[record.TAG_GIT_COMMIT] = commit
     if dataset:
-        tags["mmroute.dataset"] = str(dataset)
+        tags[record.TAG_DATASET] = str(dataset)
     if mode is not None:
-        tags["mmroute.mode"] = str(mode)
+        tags[record.TAG_MODE] = str(mode)
     for key, value in (extra or {}).items():
         if value is not None:
             tags[key] = str(value)
@@ -176,7 +178,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 
 # ------------------------------------------------------------------ artifacts
-def log_curves(results: Mapping[str, Any], artifact_dir: str = "curves") -> None:
+def log_curves(results: Mapping[str, Any], artifact_dir: str = record.CURVES_DIR) -> None:
     """One CSV per rule, ``<artifact_dir>/<rule>_curve.csv``: every curve point with a flag marking
     the Pareto frontier (an EvalResult's own ``curve_frame()``: threshold, cost, acc, on_frontier).
 
@@ -199,12 +201,13 @@ def log_curves(results: Mapping[str, Any], artifact_dir: str = "curves") -> None
         mlflow.log_text(frame.to_csv(index=False), f"{artifact_dir}/{rule}_curve.csv")
 
 
-def log_split_ids(train_ids: Iterable[Any], test_ids: Iterable[Any], artifact_dir: str = "split") -> None:
-    """The split's instance ids, one per line, as ``split/train_ids.txt`` and ``split/test_ids.txt``."""
+def log_split_ids(train_ids: Iterable[Any], test_ids: Iterable[Any]) -> None:
+    """The split's instance ids, one per line, as ``split/train_ids.txt`` and ``split/test_ids.txt``
+    (:data:`~mmroute.tracking.record.TRAIN_IDS`, :data:`~mmroute.tracking.record.TEST_IDS`)."""
     import mlflow
 
-    mlflow.log_text("\n".join(map(str, train_ids)) + "\n", f"{artifact_dir}/train_ids.txt")
-    mlflow.log_text("\n".join(map(str, test_ids)) + "\n", f"{artifact_dir}/test_ids.txt")
+    mlflow.log_text("\n".join(map(str, train_ids)) + "\n", record.TRAIN_IDS)
+    mlflow.log_text("\n".join(map(str, test_ids)) + "\n", record.TEST_IDS)
 
 
 # ------------------------------------------------------------------ inputs

@@ -1,6 +1,7 @@
-"""Export the router a pipeline run logged (pickled router + feature pipeline) as an MLflow model.
+"""Pipeline step ``export``: log the router a pipeline run logged as a verified ONNX MLflow model.
 
-``export_run(run_id)`` loads the run's router and fitted feature pipeline, rebuilds the features
+``export_run(run_id)`` loads the run's router and fitted feature pipeline (its run record, see
+:mod:`mmroute.tracking.record`), rebuilds the features
 of the run's test rows (its ``split/test_ids.txt``, modality mode applied), logs the verified
 ONNX pyfunc model into the same run (logged model ``router``) and, by default, the evaluation
 table of those rows (``eval/eval_table.npz``: raw rows, outcomes, and this version's features) that
@@ -22,14 +23,11 @@ from typing import Any
 import numpy as np
 
 from mmroute.export.calibration import DEFAULT_FOLDS
+from mmroute.tracking import record
 
-__all__ = ["export_run", "EVAL_TABLE_ARTIFACT", "fusion_info"]
+__all__ = ["export_run", "fusion_info"]
 
 log = logging.getLogger(__name__)
-
-EVAL_TABLE_ARTIFACT = "eval/eval_table.npz"
-_SPLIT_IDS = "split/test_ids.txt"
-_TRAIN_IDS = "split/train_ids.txt"
 
 
 def fusion_info(pipeline: Any) -> dict[str, Any]:
@@ -49,22 +47,7 @@ def fusion_info(pipeline: Any) -> dict[str, Any]:
     return info
 
 
-def _test_ids(client: Any, run: Any, artifact: str = _SPLIT_IDS) -> list[str] | None:
-    import mlflow
-
-    for run_id in (run.info.run_id, run.data.tags.get("mmroute.parent_run_id") or
-                   run.data.tags.get("mlflow.parentRunId")):
-        if not run_id:
-            continue
-        try:
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact}")
-        except Exception:  # noqa: BLE001 - absent artifact: try the parent, then use all rows
-            continue
-        return [line for line in text.splitlines() if line]
-    return None
-
-
-def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eval_table: bool = True,
+def export_run(run_id: str, *, name: str = record.LOGGED_MODEL, sample_rows: int = 256, eval_table: bool = True,
                exporter: str = "auto", calibration_folds: int | None = DEFAULT_FOLDS) -> tuple[Any, Any]:
     """Log the verified ONNX pyfunc model of run ``run_id``'s router into that run.
 
@@ -87,16 +70,16 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
     from mmroute.export.pyfunc import log_router_model
     from mmroute.pipeline.data import load, rows_by_id
     from mmroute.pipeline.routers import load_logged_router
-    from mmroute.registry.evaltable import save_eval_table
+    from mmroute.registry.evaltable import save_eval_table  # a pipeline step may use the registry
 
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     router, pipeline, meta = load_logged_router(run_id)
     table = load(meta["data"], images=meta.get("images", "warn"), dataset=meta.get("dataset"))
-    ids = _test_ids(client, run)
+    ids = record.load_test_ids(run)
     test = table if ids is None else table.subset(rows_by_id(table, ids))
     if ids is None:
-        log.warning("run %s has no %s; exporting against all %d rows of %s", run_id, _SPLIT_IDS,
+        log.warning("run %s has no %s; exporting against all %d rows of %s", run_id, record.TEST_IDS,
                     len(table), meta["data"])
     if meta.get("mode") is not None:
         test = apply_mode(test, "test", meta["mode"])
@@ -115,12 +98,12 @@ def export_run(run_id: str, *, name: str = "router", sample_rows: int = 256, eva
                                         calibration=calibration)
         if eval_table:
             with tempfile.TemporaryDirectory() as tmp:
-                path = save_eval_table(Path(tmp) / Path(EVAL_TABLE_ARTIFACT).name, features, test,
+                path = save_eval_table(Path(tmp) / Path(record.EVAL_TABLE).name, features, test,
                                        feature_info=info_features)
-                mlflow.log_artifact(str(path), artifact_path=str(Path(EVAL_TABLE_ARTIFACT).parent))
+                mlflow.log_artifact(str(path), artifact_path=str(Path(record.EVAL_TABLE).parent))
         worst = max(result.max_abs_diff_perf, result.max_abs_diff_cost)
-        mlflow.set_tags({"mmroute.export.backend": result.backend,
-                         "mmroute.export.max_abs_diff": f"{worst:.3g}"})
+        mlflow.set_tags({record.TAG_EXPORT_BACKEND: result.backend,
+                         record.TAG_EXPORT_MAX_DIFF: f"{worst:.3g}"})
     return info, result
 
 
@@ -131,10 +114,10 @@ def _calibrate(client: Any, run: Any, router: Any, pipeline: Any, table: Any, me
     from mmroute.export.calibration import calibrate
     from mmroute.pipeline.data import rows_by_id
 
-    train_ids = _test_ids(client, run, _TRAIN_IDS)
+    train_ids = record.load_split_ids(run, record.TRAIN_IDS)
     if train_ids is None:
         if test_ids is None:
-            raise ValueError(f"run {run.info.run_id} records no split ({_TRAIN_IDS}); cannot tell training "
+            raise ValueError(f"run {run.info.run_id} records no split ({record.TRAIN_IDS}); cannot tell training "
                              "rows from test rows to calibrate on (pass calibration_folds=None to skip)")
         test = set(map(str, test_ids))
         train_ids = [i for i in table.ids.astype(str) if i not in test]
