@@ -33,10 +33,13 @@ def production(tmp_path):
     train = Features.from_array(x[:200])
     router = create_router("linear").fit(train, correct[:200], cost[:200])
     cal = calibrate(router, train, correct[:200], cost[:200], MODELS, n_folds=2)
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         info, _ = log_router_model(router, Features.from_array(x[200:]), MODELS, registered_model_name="routed",
                                    calibration=cal)
     MlflowClient().set_registered_model_alias("routed", "production", str(info.registered_model_version))
+    # The operating-point table is logged to the run too, as a CSV and a plot.
+    logged = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "calibration")}
+    assert logged == {"calibration/operating_points.csv", "calibration/operating_points.png"}
     return x[200:], router
 
 
