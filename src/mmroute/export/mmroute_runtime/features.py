@@ -100,6 +100,7 @@ class TfidfText:
         vocabulary = json.loads((folder / spec["vocabulary"]).read_text(encoding="utf-8"))
         self.vocabulary: dict[str, int] = {str(k): int(v) for k, v in vocabulary.items()}
         self.n_terms = int(spec["n_terms"])
+        self.sublinear = bool(spec.get("sublinear_tf", False))
         self.dim = int(spec["dim"])
         self.graph = _Session(folder / spec["graph"], providers)
 
@@ -116,7 +117,11 @@ class TfidfText:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.graph(counts=self.counts(texts))
+        tf = self.counts(texts)
+        if self.sublinear:  # scikit-learn's 1 + log(tf) on non-zero counts
+            nz = tf > 0
+            tf[nz] = np.log(tf[nz]) + 1.0
+        return self.graph(tf=tf)
 
 
 class ZeroText:
