@@ -50,17 +50,29 @@ RUNTIME_CODE = Path(__file__).with_name("mmroute_runtime")
 CALIBRATION_DIR = "calibration"
 FORMAT_VERSION = 1
 DEFAULT_NAME = "router"
+# What a request may hold (validated by mmroute_runtime.inputs, not by an MLflow input schema).
+INPUT_COLUMNS = {
+    "question": "string, required for raw queries",
+    "image": "optional: base64 of PNG or JPEG bytes",
+    "context": "optional string, appended to the question on a new line",
+    "features": "a list of input_width numbers: instead of the raw columns, for clients holding vectors",
+    "id": "optional string, echoed in the output",
+}
 
 
 def router_signature(models: Sequence[str], input_width: int):
-    """The pyfunc signature: input ``features`` (+ optional ``id``), per-model outputs, params."""
+    """The pyfunc signature: per-model outputs and params (inputs: see :data:`INPUT_COLUMNS`)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
     if input_width < 1:
         raise ValueError(f"input_width must be >= 1, got {input_width}")
-    inputs = Schema([ColSpec(Array(DataType.double), "features"),
-                     ColSpec(DataType.string, "id", required=False)])
+    # No input schema: MLflow's schema enforcement silently drops undeclared columns, and a request
+    # with a misspelt column must be refused. predict() validates the request itself (see
+    # mmroute_runtime.inputs: raw `question`/`image`/`context` rows or `features` rows, optional
+    # `id`) and names every problem in one 400 line; the columns are listed in INPUT_COLUMNS and in
+    # the model's router_meta.json.
+    inputs = None
     outputs = Schema([ColSpec(DataType.string, "model"), ColSpec(DataType.long, "model_index"),
                       ColSpec(Array(DataType.string), "ranking"),
                       ColSpec(DataType.boolean, "within_budget"), ColSpec(DataType.boolean, "within_target"),
@@ -130,6 +142,7 @@ def router_metadata(router: Any, export: ExportResult, models: Sequence[str], *,
         "input_width": export.input_width,
         "input_layout": export_info.pop("input_layout"),
         "features": feature_info or {},
+        "input_columns": INPUT_COLUMNS,
         "export": export_info,
         "fallback": fallback,
         "calibration": None if calibration is None else {
@@ -152,33 +165,50 @@ def _pip_requirements() -> list[str]:
 
 def _prepare(router: Any, sample_features: Features, models: Sequence[str], workdir: Path, *,
              check_features: Features | None, feature_info: dict[str, Any] | None, atol: float,
-             exporter: str, fallback: str = SERVING_FALLBACK, calibration: Calibration | None = None):
+             exporter: str, fallback: str = SERVING_FALLBACK, calibration: Calibration | None = None,
+             pipeline: Any = None, check_table: Any = None, model_config: dict[str, Any] | None = None):
     check_fallback(fallback)  # bad options fail before the (slow) export
+    from mmroute.export.served import check_served, example_frame, export_features, served_config
+
+    model_config = served_config(model_config)
+    if pipeline is not None and check_table is None:
+        raise ValueError("pass check_table (the raw rows of check_features, or of sample_features) with "
+                         "pipeline: the served model is checked on them")
     if calibration is not None and tuple(calibration.models) != tuple(str(m) for m in models):
         raise ValueError(f"the calibration is for models {list(calibration.models)}, the router for "
                          f"{list(models)}")
     export = export_router(router, sample_features, workdir / "router.onnx",
                            check_features=check_features, atol=atol, exporter=exporter)
+    features_dir, feature_info = export_features(pipeline, export, workdir / "features", feature_info)
     meta = router_metadata(router, export, models, feature_info=feature_info, fallback=fallback,
                            calibration=calibration)
     meta_path = workdir / "router_meta.json"
     meta_path.write_text(json.dumps(meta, indent=2, allow_nan=False))
-    from mmroute.export.onnx_router_model import CALIBRATION_ARTIFACT, META_ARTIFACT, ONNX_ARTIFACT
+    from mmroute.export.onnx_router_model import (CALIBRATION_ARTIFACT, FEATURES_ARTIFACT, META_ARTIFACT,
+                                                  ONNX_ARTIFACT)
 
     artifacts = {ONNX_ARTIFACT: str(export.path), META_ARTIFACT: str(meta_path)}
     if calibration is not None:
         cal_path = workdir / "calibration.npz"
         calibration.save(cal_path)
         artifacts[CALIBRATION_ARTIFACT] = str(cal_path)
-    example = input_frame(router_input(router, sample_features)[:2])
-    return export, meta, artifacts, router_signature(meta["models"], export.input_width), example
+    if features_dir is not None:
+        artifacts[FEATURES_ARTIFACT] = str(features_dir)
+        check = check_features if check_features is not None else sample_features
+        meta["served_check"] = check_served(artifacts, model_config, router, check, check_table, atol=atol)
+        meta_path.write_text(json.dumps(_jsonable(meta), indent=2, allow_nan=False))
+        example = example_frame(check_table)
+    else:
+        example = input_frame(router_input(router, sample_features)[:2])
+    return export, meta, artifacts, router_signature(meta["models"], export.input_width), example, model_config
 
 
 def log_router_model(router: Any, sample_features: Features, models: Sequence[str], *,
                      name: str = DEFAULT_NAME, check_features: Features | None = None,
                      feature_info: dict[str, Any] | None = None, registered_model_name: str | None = None,
                      atol: float = 1e-4, tags: dict[str, str] | None = None, exporter: str = "auto",
-                     fallback: str = SERVING_FALLBACK, calibration: Calibration | None = None):
+                     fallback: str = SERVING_FALLBACK, calibration: Calibration | None = None,
+                     pipeline: Any = None, check_table: Any = None, model_config: dict[str, Any] | None = None):
     """Export ``router`` to ONNX (parity-checked) and log it as a pyfunc model in the active run.
 
     Parameters
@@ -195,6 +225,14 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
     calibration : operating points from rows the router was not trained on
         (:func:`mmroute.export.calibration.calibrate`); stored in the model and logged to the run
         as ``calibration/operating_points.csv`` and ``calibration/operating_points.png``.
+    pipeline : the fitted :class:`~mmroute.features.FeaturePipeline` the router's features came from.
+        It travels inside the model (ONNX + JSON, see :mod:`mmroute.export.feature_export`), so the
+        model answers raw queries; without it (or for a precomputed encoder) the model takes
+        ``features`` only. The served model is checked on ``check_table`` first: its features and
+        predictions must equal the training-time pipeline's within ``atol``, or nothing is logged.
+    check_table : the OutcomeTable whose rows ``check_features`` (else ``sample_features``) encode.
+    model_config : serving settings stored with the model: ``max_rows`` (rows per request, default
+        1024), ``max_image_pixels`` (default 36,000,000); overridable at load time.
 
     Returns
     -------
@@ -203,13 +241,13 @@ def log_router_model(router: Any, sample_features: Features, models: Sequence[st
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
-        export, meta, artifacts, signature, example = _prepare(
+        export, meta, artifacts, signature, example, config = _prepare(
             router, sample_features, models, Path(tmp), check_features=check_features,
             feature_info=feature_info, atol=atol, exporter=exporter, fallback=fallback,
-            calibration=calibration)
+            calibration=calibration, pipeline=pipeline, check_table=check_table, model_config=model_config)
         info = mlflow.pyfunc.log_model(
             name=name, python_model=str(MODEL_CODE), artifacts=artifacts, signature=signature,
-            input_example=example, pip_requirements=_pip_requirements(),
+            input_example=example, pip_requirements=_pip_requirements(), model_config=config,
             code_paths=[str(RUNTIME_CODE)], registered_model_name=registered_model_name,
             tags={"mmroute.router": meta["router"], **(tags or {})},
             params={"router": meta["router"], "input_width": meta["input_width"],
@@ -236,7 +274,8 @@ def log_calibration(calibration: Calibration, artifact_dir: str = CALIBRATION_DI
 def save_router_model(router: Any, sample_features: Features, models: Sequence[str], path: str | Path, *,
                       check_features: Features | None = None, feature_info: dict[str, Any] | None = None,
                       atol: float = 1e-4, exporter: str = "auto", fallback: str = SERVING_FALLBACK,
-                      calibration: Calibration | None = None) -> ExportResult:
+                      calibration: Calibration | None = None, pipeline: Any = None, check_table: Any = None,
+                      model_config: dict[str, Any] | None = None) -> ExportResult:
     """Like :func:`log_router_model` but writes the MLflow model directory ``path`` (no run needed)."""
     import mlflow
 
@@ -244,12 +283,12 @@ def save_router_model(router: Any, sample_features: Features, models: Sequence[s
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose a new directory for the model")
     with tempfile.TemporaryDirectory(prefix="mmroute-export-") as tmp:
-        export, _, artifacts, signature, example = _prepare(
+        export, _, artifacts, signature, example, config = _prepare(
             router, sample_features, models, Path(tmp), check_features=check_features,
             feature_info=feature_info, atol=atol, exporter=exporter, fallback=fallback,
-            calibration=calibration)
+            calibration=calibration, pipeline=pipeline, check_table=check_table, model_config=model_config)
         mlflow.pyfunc.save_model(str(path), python_model=str(MODEL_CODE), artifacts=artifacts,
-                                 signature=signature, input_example=example,
+                                 signature=signature, input_example=example, model_config=config,
                                  pip_requirements=_pip_requirements(), code_paths=[str(RUNTIME_CODE)])
     return export
 
