@@ -3,9 +3,10 @@
 ``export_run(run_id)`` loads the run's router and fitted feature pipeline (its run record, see
 :mod:`mmroute.tracking.record`), rebuilds the features
 of the run's test rows (its ``split/test_ids.txt``, modality mode applied), logs the verified
-ONNX pyfunc model into the same run (logged model ``router``) and, by default, the evaluation
-table of those rows (``eval/eval_table.npz``: raw rows, outcomes, and this version's features) that
-the promotion gate scores versions on.
+ONNX pyfunc model into the same run (logged model ``router``: the feature pipeline inside, so it
+answers raw queries, checked on those test rows against the training-time pipeline) and, by
+default, the evaluation table of those rows (``eval/eval_table.npz``: raw rows, outcomes, and this
+version's features) that the promotion gate scores versions on.
 
 The model's operating points are calibrated on the run's *training* rows (``split/train_ids.txt``):
 ``calibration_folds`` clones of the router, each refitted without one fold, predict the rows they
@@ -95,7 +96,7 @@ def export_run(run_id: str, *, name: str = record.LOGGED_MODEL, sample_rows: int
     with resume:
         info, result = log_router_model(router, sample, meta["models"], name=name, check_features=features,
                                         feature_info=info_features, exporter=exporter,
-                                        calibration=calibration)
+                                        calibration=calibration, pipeline=pipeline, check_table=test)
         if eval_table:
             with tempfile.TemporaryDirectory() as tmp:
                 path = save_eval_table(Path(tmp) / Path(record.EVAL_TABLE).name, features, test,
