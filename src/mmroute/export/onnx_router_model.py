@@ -36,7 +36,8 @@ per query and accuracy on the calibration rows; absent when the model has no cal
 ``perf_<name>`` and ``cost_<name>`` for every model of the pool.
 
 Model config (``model_config`` at log or load time): ``max_rows`` (rows per request, default 1024),
-``max_image_pixels`` (default 36,000,000), ``providers`` (onnxruntime providers).
+``max_image_pixels`` (default 36,000,000), ``providers`` (onnxruntime providers),
+``intra_op_threads`` (onnxruntime threads per graph; default: onnxruntime's, all cores).
 """
 
 from __future__ import annotations
@@ -132,8 +133,11 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
         config = getattr(context, "model_config", None) or {}
         self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
         self.max_image_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+        self.threads = config.get("intra_op_threads")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
         providers = choose_providers(config.get("providers"))
         self.session = ort.InferenceSession(context.artifacts[ONNX_ARTIFACT], sess_options=options,
                                             providers=providers)
@@ -147,7 +151,7 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
             "this model was logged without its feature pipeline")
         folder = context.artifacts.get(FEATURES_ARTIFACT)
         if folder and os.path.isdir(folder):
-            self.feature_runtime = load_feature_runtime(folder, providers)
+            self.feature_runtime = load_feature_runtime(folder, providers, self.threads)
             self.raw_refusal = ""
 
     def _router_input(self, model_input: Any) -> np.ndarray:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Held-out rows the served model is checked on, per kind (rows with an image, rows without).
 CHECK_ROWS = 128
-CONFIG_KEYS = ("max_rows", "max_image_pixels", "providers")
+CONFIG_KEYS = ("max_rows", "max_image_pixels", "providers", "intra_op_threads")
 
 
 def served_config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -40,7 +40,9 @@ def served_config(config: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"unknown model_config keys {unknown}; valid: {list(CONFIG_KEYS)}")
     out = {"max_rows": config.pop("max_rows", DEFAULT_MAX_ROWS),
            "max_image_pixels": config.pop("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS), **config}
-    for key in ("max_rows", "max_image_pixels"):
+    for key in ("max_rows", "max_image_pixels", "intra_op_threads"):
+        if key not in out or (key == "intra_op_threads" and out[key] is None):
+            continue
         value = out[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"model_config {key} must be an integer >= 1, got {value!r}")

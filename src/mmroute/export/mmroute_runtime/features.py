@@ -94,7 +94,7 @@ class _Session:
 class TfidfText:
     """TF-IDF + SVD: term counts in Python, the weighting and projection in an ONNX graph."""
 
-    def __init__(self, spec: dict[str, Any], folder: Path, providers) -> None:
+    def __init__(self, spec: dict[str, Any], folder: Path, providers, threads: int | None = None) -> None:
         self.analyze = word_analyzer(lowercase=spec["lowercase"], strip_accents=spec["strip_accents"],
                                      token_pattern=spec["token_pattern"], ngram_range=spec["ngram_range"])
         vocabulary = json.loads((folder / spec["vocabulary"]).read_text(encoding="utf-8"))
@@ -102,7 +102,7 @@ class TfidfText:
         self.n_terms = int(spec["n_terms"])
         self.sublinear = bool(spec.get("sublinear_tf", False))
         self.dim = int(spec["dim"])
-        self.graph = _Session(folder / spec["graph"], providers)
+        self.graph = _Session(folder / spec["graph"], providers, threads)
 
     def counts(self, texts: Sequence[str]) -> np.ndarray:
         """Term counts (n, n_terms) float32, as ``CountVectorizer.transform`` gives them."""
@@ -127,7 +127,7 @@ class TfidfText:
 class ZeroText:
     """A text side fitted on too few terms for a projection: one constant zero column."""
 
-    def __init__(self, spec: dict[str, Any], folder: Path, providers) -> None:
+    def __init__(self, spec: dict[str, Any], folder: Path, providers, threads: int | None = None) -> None:
         self.dim = int(spec.get("dim", 1))
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
@@ -137,7 +137,7 @@ class ZeroText:
 class TransformerText:
     """A sentence-transformers model: ``tokenizers`` tokenisation, ONNX transformer + pooling."""
 
-    def __init__(self, spec: dict[str, Any], folder: Path, providers) -> None:
+    def __init__(self, spec: dict[str, Any], folder: Path, providers, threads: int | None = None) -> None:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(folder / spec["tokenizer"]))
@@ -146,7 +146,7 @@ class TransformerText:
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=spec.get("pad_token", "[PAD]"))
         self.dim = int(spec["dim"])
         self.batch_size = int(spec.get("batch_size", 64))
-        self.graph = _Session(folder / spec["graph"], providers)
+        self.graph = _Session(folder / spec["graph"], providers, threads)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]
@@ -162,7 +162,7 @@ class TransformerText:
 class ClipText:
     """An OpenCLIP text tower: CLIP's BPE in ``tokenizers`` to a fixed context length, ONNX graph."""
 
-    def __init__(self, spec: dict[str, Any], folder: Path, providers) -> None:
+    def __init__(self, spec: dict[str, Any], folder: Path, providers, threads: int | None = None) -> None:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(folder / spec["tokenizer"]))
@@ -170,7 +170,7 @@ class ClipText:
         self.sot, self.eot = int(spec["sot_id"]), int(spec["eot_id"])
         self.dim = int(spec["dim"])
         self.batch_size = int(spec.get("batch_size", 64))
-        self.graph = _Session(folder / spec["graph"], providers)
+        self.graph = _Session(folder / spec["graph"], providers, threads)
 
     def tokens(self, texts: Sequence[str]) -> np.ndarray:
         """(n, context_length) int64: <sot> BPE ids <eot>, truncated with <eot> last, zero-padded."""
@@ -251,7 +251,7 @@ def image_statistics(image, *, size: int = 64, thumb: int = 8, bins: int = 8) ->
 
 
 class ImageStats:
-    def __init__(self, spec: dict[str, Any], folder: Path, providers) -> None:
+    def __init__(self, spec: dict[str, Any], folder: Path, providers, threads: int | None = None) -> None:
         self.size, self.thumb, self.bins = int(spec["size"]), int(spec["thumb"]), int(spec["bins"])
         self.dim = 6 + 5 * self.bins + 14 + self.thumb ** 2 + 3
 
@@ -291,11 +291,11 @@ def clip_pixels(image, *, size: int, crop: Sequence[int], interpolation: str, me
 
 
 class ClipImage:
-    def __init__(self, spec: dict[str, Any], folder: Path, providers) -> None:
+    def __init__(self, spec: dict[str, Any], folder: Path, providers, threads: int | None = None) -> None:
         self.pre = {k: spec[k] for k in ("size", "crop", "interpolation", "mean", "std")}
         self.dim = int(spec["dim"])
         self.batch_size = int(spec.get("batch_size", 64))
-        self.graph = _Session(folder / spec["graph"], providers)
+        self.graph = _Session(folder / spec["graph"], providers, threads)
 
     def __call__(self, images: Sequence[Any]) -> np.ndarray:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
@@ -403,7 +403,8 @@ def build_input(parts: dict[str, np.ndarray | None], layout: Sequence[Sequence[A
 class FeatureRuntime:
     """The exported pipeline: ``parts(texts, images)`` -> fused/text/image/image_mask arrays."""
 
-    def __init__(self, spec: dict[str, Any], folder: str | Path, providers: Sequence[str] | None = None) -> None:
+    def __init__(self, spec: dict[str, Any], folder: str | Path, providers: Sequence[str] | None = None,
+                 threads: int | None = None) -> None:
         folder = Path(folder)
         if int(spec.get("format_version", 0)) != FORMAT_VERSION:
             raise ValueError(f"feature spec format {spec.get('format_version')} is not {FORMAT_VERSION}")
@@ -411,11 +412,11 @@ class FeatureRuntime:
         text = spec["text"]
         if text["kind"] not in TEXT_KINDS:
             raise ValueError(f"unknown text encoder kind {text['kind']!r}; known: {sorted(TEXT_KINDS)}")
-        self.text = TEXT_KINDS[text["kind"]](text, folder, providers)
+        self.text = TEXT_KINDS[text["kind"]](text, folder, providers, threads)
         image = spec.get("image")
         if image is not None and image["kind"] not in IMAGE_KINDS:
             raise ValueError(f"unknown image encoder kind {image['kind']!r}; known: {sorted(IMAGE_KINDS)}")
-        self.image = None if image is None else IMAGE_KINDS[image["kind"]](image, folder, providers)
+        self.image = None if image is None else IMAGE_KINDS[image["kind"]](image, folder, providers, threads)
         self.fusion = spec["fusion"]
 
     @property
@@ -437,7 +438,9 @@ class FeatureRuntime:
         return {"fused": fused, "text": text, "image": image, "image_mask": mask}
 
 
-def load_feature_runtime(folder: str | Path, providers: Sequence[str] | None = None) -> FeatureRuntime:
+def load_feature_runtime(folder: str | Path, providers: Sequence[str] | None = None,
+                         threads: int | None = None) -> FeatureRuntime:
+    """The runtime of an exported feature folder; ``threads``: onnxruntime intra-op threads per graph."""
     folder = Path(folder)
     spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
-    return FeatureRuntime(spec, folder, providers)
+    return FeatureRuntime(spec, folder, providers, threads)
