@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,3 +112,39 @@ def test_route_params_checks():
     assert route_params(target_cost=1, models=["a", "b"]) == {"target_cost": 1.0, "models": "a,b"}
     with pytest.raises(ValueError, match="at most one of"):
         route_params(budget=1.0, tradeoff=0.5)
+
+
+def test_route_raw_queries_with_images(tmp_path, capsys):
+    """Raw text and image queries (a CSV with image paths) through a model carrying its feature pipeline."""
+    from raw_models import MODELS as RAW_MODELS
+    from raw_models import make_table
+
+    from mmroute.export.pyfunc import save_router_model
+    from mmroute.features import build_feature_pipeline
+
+    table = make_table(tmp_path / "images", n=36)
+    train, test = table.subset(np.arange(24)), table.subset(np.arange(24, 36))
+    pipe = build_feature_pipeline("offline:dim=8", fusion="mean", use_cache=False, progress=False).fit(train)
+    router = create_router("linear_mf", rank=3).fit(pipe.transform(train), train.correct, train.cost)
+    save_router_model(router, pipe.transform(test), list(RAW_MODELS), tmp_path / "model", pipeline=pipe,
+                      check_table=test)
+    rel = [None if p is None else str(Path(p).relative_to(tmp_path)) for p in test.image_paths]
+    pd.DataFrame({"id": list(test.ids), "question": list(test.questions),
+                  "image_path": ["" if p is None else p for p in rel]}).to_csv(tmp_path / "q.csv", index=False)
+    out = tmp_path / "d.jsonl"
+    assert main(["route", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "q.csv"), "--out", str(out),
+                 "--budget", "2.0", "--no-progress"]) == 0
+    decisions = pd.read_json(out, lines=True, dtype={"id": str})
+    assert decisions["id"].tolist() == list(test.ids)
+    # The same choices as the training-time pipeline and router under that budget (the CSV sends no
+    # context, so the reference encodes the questions alone).
+    from mmroute.evaluation import budget_decisions
+
+    perf, cost = router.predict(pipe.transform(_without_contexts(test)))
+    assert decisions["model_index"].tolist() == budget_decisions(perf, cost, 2.0, fallback="cheapest").tolist()
+
+
+def _without_contexts(table):
+    import dataclasses
+
+    return dataclasses.replace(table, contexts=None)

@@ -80,3 +80,40 @@ def test_features_only_version_is_not_scored_on_another_pipelines_features(store
     promote("pipes", v2, to="production", eval_table=table)  # its own features: scored and promoted
     with pytest.raises(PromotionRefused, match=r"candidate version cannot be scored"):
         promote("pipes", v1, to="production", eval_table=table)
+
+
+def test_versions_with_different_encoders_compete_on_the_same_raw_rows(store, tmp_path):
+    """Two versions with different feature pipelines (TF-IDF width, fusion): each is scored through its
+    own served pipeline on the eval table's raw rows, exactly as its own training-time features score it."""
+    import mlflow
+    from raw_models import MODELS, make_table
+
+    from mmroute.evaluation import evaluate_predictions
+    from mmroute.export.pyfunc import log_router_model
+    from mmroute.features import build_feature_pipeline
+    from mmroute.routers import create_router
+
+    table = make_table(tmp_path / "images", n=40)
+    train, test = table.subset(np.arange(24)), table.subset(np.arange(24, 40))
+    versions, own_scores, features = {}, {}, {}
+    for label, spec, fusion in (("wide", "offline:dim=16", "concat"), ("narrow", "offline:dim=6", "mean")):
+        pipe = build_feature_pipeline(spec, fusion=fusion, use_cache=False, progress=False).fit(train)
+        train_f, test_f = pipe.transform(train), pipe.transform(test)
+        router = create_router("linear_mf", rank=3).fit(train_f, train.correct, train.cost)
+        perf, cost = router.predict(test_f)
+        own_scores[label] = evaluate_predictions(perf, cost, test.correct, test.cost).metrics["fixed_AUC"]
+        features[label] = test_f
+        with using(store):
+            experiment = mlflow.get_experiment_by_name("registry-tests").experiment_id
+            with mlflow.start_run(experiment_id=experiment):
+                info, _ = log_router_model(router, test_f, list(MODELS), registered_model_name="encoders",
+                                           pipeline=pipe, check_table=test)
+        versions[label] = str(info.registered_model_version)
+    assert features["wide"].n_features != features["narrow"].n_features
+    # The candidate's table: its raw rows, and its own features (useless to the other version).
+    eval_path = save_eval_table(tmp_path / "eval.npz", features["narrow"], test, feature_info={"spec": "offline:dim=6"})
+    promote("encoders", versions["wide"], to="production", eval_table=eval_path, metric="budget/fixed_AUC")
+    result = promote("encoders", versions["narrow"], to="production", eval_table=eval_path,
+                     metric="budget/fixed_AUC", min_delta=-1.0)
+    assert result.gate["candidate"] == pytest.approx(own_scores["narrow"], abs=1e-6)
+    assert result.gate["production"] == pytest.approx(own_scores["wide"], abs=1e-6)
