@@ -131,3 +131,10 @@ def sweep(store, tmp_path_factory):
             children["oracle"] = oracle.info.run_id
         mlflow.end_run()
     return {"parent": parent.info.run_id, **children, "eval_table": eval_path}
+
+
+@pytest.fixture(scope="session")
+def registry_helpers():
+    """``(AffineRouter, make_split, using)`` for test modules (``conftest`` is not importable by name
+    when several test folders are collected together)."""
+    return AffineRouter, make_split, using

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import AffineRouter, make_split, using
 from mmroute.data.table import OutcomeTable
 from mmroute.features.types import Features
 from mmroute.registry import PromotionRefused, load_eval_table, promote, save_eval_table
@@ -42,11 +41,12 @@ def test_eval_table_round_trips_raw_rows_and_features(tmp_path):
     assert raw_only.features is None and len(raw_only) == 3
 
 
-def _register(store, name, router, models, feature_info=None):
+def _register(helpers, store, name, router, models, feature_info=None):
     import mlflow
 
     from mmroute.export.pyfunc import log_router_model
 
+    _, make_split, using = helpers
     _, _, test_f, _ = make_split()
     with using(store):
         experiment = mlflow.get_experiment_by_name("registry-tests").experiment_id
@@ -56,24 +56,26 @@ def _register(store, name, router, models, feature_info=None):
     return str(info.registered_model_version)
 
 
-def test_versions_with_different_pools_are_refused(store, tmp_path):
+def test_versions_with_different_pools_are_refused(store, tmp_path, registry_helpers):
+    AffineRouter, make_split, _ = registry_helpers
     train_f, train_t, test_f, test_t = make_split()
     three = AffineRouter().fit(train_f, train_t.correct, train_t.cost)
     two = AffineRouter().fit(train_f, train_t.correct[:, :2], train_t.cost[:, :2])
-    v1 = _register(store, "pools", three, ("cheap", "mid", "strong"))
-    v2 = _register(store, "pools", two, ("cheap", "mid"))
+    v1 = _register(registry_helpers, store, "pools", three, ("cheap", "mid", "strong"))
+    v2 = _register(registry_helpers, store, "pools", two, ("cheap", "mid"))
     table = save_eval_table(tmp_path / "eval.npz", test_f, test_t)
     promote("pools", v1, to="production", eval_table=table)
     with pytest.raises(PromotionRefused, match=r"different model pool.*only in production \['strong'\]"):
         promote("pools", v2, to="production", eval_table=table)
 
 
-def test_features_only_version_is_not_scored_on_another_pipelines_features(store, tmp_path):
+def test_features_only_version_is_not_scored_on_another_pipelines_features(store, tmp_path, registry_helpers):
+    AffineRouter, make_split, _ = registry_helpers
     train_f, train_t, test_f, test_t = make_split()
     router = AffineRouter().fit(train_f, train_t.correct, train_t.cost)
     weak = AffineRouter(signal=0.0).fit(train_f, train_t.correct, train_t.cost)
-    v1 = _register(store, "pipes", weak, ("cheap", "mid", "strong"), feature_info={"spec": "st:minilm"})
-    v2 = _register(store, "pipes", router, ("cheap", "mid", "strong"), feature_info={"spec": "offline"})
+    v1 = _register(registry_helpers, store, "pipes", weak, ("cheap", "mid", "strong"), feature_info={"spec": "st:minilm"})
+    v2 = _register(registry_helpers, store, "pipes", router, ("cheap", "mid", "strong"), feature_info={"spec": "offline"})
     table = save_eval_table(tmp_path / "eval.npz", test_f, test_t, feature_info={"spec": "offline"})
     with pytest.raises(PromotionRefused, match=r"candidate version cannot be scored.*differ in \['spec'\]"):
         promote("pipes", v1, to="production", eval_table=table)
@@ -82,7 +84,7 @@ def test_features_only_version_is_not_scored_on_another_pipelines_features(store
         promote("pipes", v1, to="production", eval_table=table)
 
 
-def test_versions_with_different_encoders_compete_on_the_same_raw_rows(store, tmp_path):
+def test_versions_with_different_encoders_compete_on_the_same_raw_rows(store, tmp_path, registry_helpers):
     """Two versions with different feature pipelines (TF-IDF width, fusion): each is scored through its
     own served pipeline on the eval table's raw rows, exactly as its own training-time features score it."""
     import mlflow
@@ -93,6 +95,7 @@ def test_versions_with_different_encoders_compete_on_the_same_raw_rows(store, tm
     from mmroute.features import build_feature_pipeline
     from mmroute.routers import create_router
 
+    using = registry_helpers[2]
     table = make_table(tmp_path / "images", n=40)
     train, test = table.subset(np.arange(24)), table.subset(np.arange(24, 40))
     versions, own_scores, features = {}, {}, {}
