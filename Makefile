@@ -7,15 +7,20 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --dist loadfile
 EXPERIMENT ?= mmroute
 
-.PHONY: install run test bench clean
+.PHONY: install java run test bench clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@
+
+# The Spark tests need a Java runtime: Debian's default-jre-headless, installed when none is found.
+java:
+	@command -v java >/dev/null 2>&1 || { (apt-get update -qq || true) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless; }
 
 # The experiment is created first by mmroute so that its artifacts go to ./mlartifacts (a bare
 # `mlflow run .` uses the Default experiment, whose artifact root MLflow puts under ./mlruns).
@@ -23,7 +28,7 @@ run: install
 	$(BIN)/python -c "from mmroute.tracking import setup_tracking; setup_tracking('$(EXPERIMENT)')"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name $(EXPERIMENT)
 
-test: install
+test: install java
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -180,3 +180,25 @@ def test_replay_of_staged_version_is_logged_like_an_evaluation(spark, store, tmp
     want = _expected_side(frame, frame["served_model"].to_numpy())
     assert served["baseline"]["accuracy"] == pytest.approx(want["accuracy"], rel=1e-9)
     assert served["baseline_kind"] == "served_column"
+
+
+def test_promotion_gate_replays_both_versions_on_a_traffic_log(spark, store, tmp_path):
+    """Last in this module: it moves the module registry's production alias to version 2."""
+    from mlflow import MlflowClient
+
+    from mmroute.pipeline.spark import route_in_process
+    from mmroute.registry import promote
+    from mmroute.registry.replay import ReplayLog
+
+    uri, name = store
+    source, frame = _queries(1_500, 3, tmp_path, outcomes=True)
+    params = {"budget": 0.004}
+    acc = {v: _expected_side(frame, route_in_process(f"models:/{name}/{v}", frame, params=params)
+                             ["model"].to_numpy())["accuracy"] for v in ("1", "2")}
+    delta = acc["2"] - acc["1"]
+    result = promote(name, to="production", eval_table=ReplayLog(str(source), params=params),
+                     metric="replay/accuracy", min_delta=delta - 1e-6, tracking_uri=uri)
+    assert result.gate["candidate"] == pytest.approx(acc["2"], rel=1e-9)
+    assert result.gate["production"] == pytest.approx(acc["1"], rel=1e-9)
+    aliases = MlflowClient(uri).get_registered_model(name).aliases
+    assert str(aliases["production"]) == "2" and str(aliases["previous-production"]) == "1"

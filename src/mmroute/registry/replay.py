@@ -159,7 +159,7 @@ def _session(master: str | None):
     return spark_session(master or os.environ.get(MASTER_ENV, "local[2]"))
 
 
-def replay_score(model_uri: str, log: ReplayLog | str, metric: str, *, spark=None) -> float:
+def replay_score(model_uri: str, traffic: ReplayLog | str, metric: str, *, spark=None) -> float:
     """One figure of ``model_uri`` replayed alone on a traffic log, for the promotion gate.
 
     ``metric`` is ``replay/<name>`` with ``name`` in :data:`REPLAY_METRICS`: ``accuracy`` (where
@@ -172,7 +172,7 @@ def replay_score(model_uri: str, log: ReplayLog | str, metric: str, *, spark=Non
     if prefix != "replay" or name not in REPLAY_METRICS:
         raise ValueError(f"metric {metric!r} is not a replay metric; expected one of "
                          f"{['replay/' + m for m in REPLAY_METRICS]}")
-    log_spec = log if isinstance(log, ReplayLog) else ReplayLog(str(log))
+    log_spec = traffic if isinstance(traffic, ReplayLog) else ReplayLog(str(traffic))
     spark = spark or _session(log_spec.master)
     frame = spark.read.parquet(log_spec.path)
     models = _outcome_models(frame.columns)

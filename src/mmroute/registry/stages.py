@@ -158,18 +158,14 @@ def resolve_version(client: Any, name: str, version: str | int | None, to: str) 
     return _resolve_version(client, name, version, to)
 
 
-def _gate(name: str, candidate: str, current: str | None, eval_table: Any, metric: str,
-          min_delta: float) -> dict[str, Any]:
-    """Score candidate and production, each with its own served model, on the same table rows."""
+def _score_on_table(name: str, candidate: str, current: str | None, eval_table: Any, metric: str,
+                    uris: dict[str, str]) -> tuple[dict[str, float], int]:
+    """Each version scored by its own served model on the evaluation table's rows."""
     import mlflow
 
     from mmroute.registry.evaltable import EvalTable, ScoringRefused, load_eval_table, model_pool, score_model
-    from mmroute.tracking.compare import lower_is_better
 
     table = eval_table if isinstance(eval_table, EvalTable) else load_eval_table(eval_table)
-    uris = {"candidate": f"models:/{name}/{candidate}"}
-    if current is not None:
-        uris["production"] = f"models:/{name}/{current}"
     models = {role: mlflow.pyfunc.load_model(uri) for role, uri in uris.items()}
     if current is not None:
         pools = {role: set(model_pool(m)) for role, m in models.items()}
@@ -186,8 +182,28 @@ def _gate(name: str, candidate: str, current: str | None, eval_table: Any, metri
         except ScoringRefused as exc:
             raise PromotionRefused(f"{name} version {candidate} not promoted: the {role} version cannot be "
                                    f"scored on this evaluation table: {exc}") from exc
+    return scores, len(table)
+
+
+def _gate(name: str, candidate: str, current: str | None, eval_table: Any, metric: str,
+          min_delta: float) -> dict[str, Any]:
+    """Score candidate and production, each with its own served model, on the same table rows
+    (or, for a ``replay/...`` metric, replayed on the same traffic log on Spark)."""
+    from mmroute.tracking.compare import lower_is_better
+
+    uris = {"candidate": f"models:/{name}/{candidate}"}
+    if current is not None:
+        uris["production"] = f"models:/{name}/{current}"
+    if metric.startswith("replay/"):
+        # A traffic log too large for one process: both versions are replayed on it on Spark.
+        from mmroute.registry.replay import replay_score
+
+        scores = {role: replay_score(uri, eval_table, metric) for role, uri in uris.items()}
+        n_rows = None
+    else:
+        scores, n_rows = _score_on_table(name, candidate, current, eval_table, metric, uris)
     cand = scores["candidate"]
-    gate = {"metric": metric, "min_delta": min_delta, "candidate": cand, "n_rows": len(table)}
+    gate = {"metric": metric, "min_delta": min_delta, "candidate": cand, "n_rows": n_rows}
     if current is None:
         gate.update(production=None, delta=None, passed=True)
         return gate
@@ -213,7 +229,9 @@ def promote(model_name: str, version: str | int | None = None, *, to: str = STAG
 
     ``to="staging"``: unconditional (``version`` default: the newest). ``to="production"``
     (``version`` default: the one in staging): gated. The candidate and the current production
-    version are scored on ``eval_table`` (an :class:`EvalTable`, a path or an artifact URI) with
+    version are scored on ``eval_table`` (an :class:`EvalTable`, a path or an artifact URI; for a
+    ``replay/...`` metric a traffic log replayed on Spark, a Parquet path or a
+    :class:`~mmroute.registry.replay.ReplayLog`) with
     ``metric`` (``<rule>/<name>``, lower-is-better for QNC and costs); the candidate is promoted
     only if it beats production by at least ``min_delta``, otherwise :class:`PromotionRefused` is
     raised and nothing changes. With no production version yet, the candidate is promoted; an
