@@ -106,8 +106,9 @@ def test_spark_routing_equals_in_process_pyfunc(spark, store, tmp_path):
     assert (got["model_index"].to_numpy() == want["model_index"].to_numpy()).all()
     assert (got["within_budget"].to_numpy() == want["within_budget"].to_numpy()).all()
     assert [list(r) for r in got["ranking"]] == [list(r) for r in want["ranking"]]
-    np.testing.assert_array_equal(got["expected_cost"].to_numpy(), want["expected_cost"].to_numpy())
-    np.testing.assert_array_equal(got["expected_perf"].to_numpy(), want["expected_perf"].to_numpy())
+    assert (got["rule"].to_numpy() == want["rule"].to_numpy()).all()
+    np.testing.assert_array_equal(got["predicted_cost"].to_numpy(), want["predicted_cost"].to_numpy())
+    np.testing.assert_array_equal(got["predicted_perf"].to_numpy(), want["predicted_perf"].to_numpy())
     # The ranking starts with the chosen model, and more than one model is used.
     assert all(r[0] == m for r, m in zip(got["ranking"], got["model"]))
     assert got["model"].nunique() > 1

@@ -3,12 +3,11 @@
 The pyfunc model is the unit that is served online, so batch routing uses the very same model:
 :func:`route_dataframe` wraps it in MLflow's Spark UDF (``env_manager="local"``: the executors'
 Python is the driver's), whose ``SparkModelCache`` loads the model once per Python worker process
-and reuses it for every batch that worker scores. On top of the model's own output (chosen model,
-``within_budget``, per-model predicted performance and cost) each row gets its ``ranking`` (model
-names, best first, under the same decision rule) and the chosen model's ``expected_perf`` and
-``expected_cost``, computed by :func:`rank_models` in the executors; the in-process path applies
-the same function to the in-process pyfunc output (:func:`decisions_frame`), so both agree row
-for row.
+and reuses it for every batch that worker scores. The decisions are the model's own output (chosen
+model, ``ranking`` best first, ``within_budget``, the operating point, the calibrated
+``expected_cost`` / ``expected_accuracy`` when the model has them), plus the chosen model's
+predicted performance and cost per row (:func:`decisions_frame`, applied the same way to the
+in-process pyfunc output, so both agree row for row).
 
 PySpark is an optional dependency (``pip install 'mmroute[spark]'`` plus a Java runtime); it is
 imported only when a function here runs.
@@ -23,13 +22,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["spark_session", "model_input_columns", "model_output_models", "rank_models",
-           "decisions_frame", "route_dataframe", "DECISION_COLUMNS"]
+__all__ = ["spark_session", "model_input_columns", "model_output_models", "decisions_frame",
+           "route_dataframe"]
 
 log = logging.getLogger(__name__)
 
-DECISION_COLUMNS = ("model", "model_index", "within_budget", "expected_perf", "expected_cost", "ranking")
-
+# Row batches handed to a Python UDF: Arrow batches, and (Spark 4's columnar path) Parquet reader batches.
+BATCH_CONFS = (("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"),
+               ("spark.sql.parquet.columnarReaderBatchSize", "4096"))
 
 def _require_pyspark():
     try:
@@ -95,55 +95,48 @@ def model_output_models(model_uri: str) -> list[str]:
     return names
 
 
-def rank_models(perf: np.ndarray, cost: np.ndarray, *, budget: float | None = None,
-                tradeoff: float | None = None) -> np.ndarray:
-    """Model indices per row, best first, shape (n, M), under the served model's decision rule.
+def _result_type(model_uri: str):
+    """The Spark struct of the model's output columns; the optional calibrated columns only when the
+    model carries a calibration (MLflow's UDF reads every field of the struct from the output)."""
+    import mlflow
+    from mlflow.pyfunc import _infer_spark_udf_return_type
+    from pyspark.sql import types as T
 
-    ``budget``: models whose predicted cost fits, by predicted performance, then the others from
-    the cheapest; ``tradeoff`` (lambda): by ``perf - lambda * cost``; neither: by predicted
-    performance. Ties go to the lower model index, so column 0 is the model the pyfunc picks.
-    """
-    perf = np.asarray(perf, dtype=np.float64)
-    cost = np.asarray(cost, dtype=np.float64)
-    if budget is not None and tradeoff is not None:
-        raise ValueError("give either budget or tradeoff, not both")
-    if budget is not None:
-        fits = cost <= float(budget)
-        # Primary key: fitting first; then -perf among fitting, cost among the others.
-        secondary = np.where(fits, -perf, cost)
-        return np.lexsort((secondary, ~fits), axis=-1)
-    score = perf - float(tradeoff) * cost if tradeoff is not None else perf
-    return np.argsort(-score, axis=1, kind="stable")
+    info = mlflow.models.get_model_info(model_uri)
+    artifacts = (info.flavors.get("python_function", {}) or {}).get("artifacts", {}) or {}
+    calibrated = "router_calibration" in artifacts
+    full = _infer_spark_udf_return_type(info.signature.outputs)
+    optional = {s.name for s in info.signature.outputs.inputs if not s.required}
+    return T.StructType([f for f in full.fields if calibrated or f.name not in optional])
 
 
-def decisions_frame(predictions, models: Sequence[str], params: dict[str, Any] | None = None,
-                    *, keep_predictions: bool = False):
-    """The pyfunc output frame -> decisions: ``model``, ``model_index``, ``within_budget``,
-    ``expected_perf``, ``expected_cost``, ``ranking`` (list of names), plus ``perf_<m>``/``cost_<m>``
-    when ``keep_predictions``."""
-    import pandas as pd
+def _max_rows(model_uri: str) -> int:
+    """The model's per-request row limit: its logged ``model_config`` ``max_rows``, else the default."""
+    import mlflow
 
-    params = params or {}
+    from mmroute.export.mmroute_runtime.inputs import DEFAULT_MAX_ROWS
+
+    conf = mlflow.models.get_model_info(model_uri).flavors.get("python_function", {}) or {}
+    return int((conf.get("model_config") or {}).get("max_rows", DEFAULT_MAX_ROWS))
+
+
+def decisions_frame(predictions, models: Sequence[str], *, keep_predictions: bool = False):
+    """The pyfunc output frame -> decisions: the model's own columns (``model``, ``model_index``,
+    ``ranking``, ``within_budget``, ``rule``, ...), then ``predicted_perf`` and ``predicted_cost`` of
+    the chosen model; ``perf_<m>``/``cost_<m>`` only with ``keep_predictions``."""
     perf = predictions[[f"perf_{m}" for m in models]].to_numpy(dtype=np.float64)
     cost = predictions[[f"cost_{m}" for m in models]].to_numpy(dtype=np.float64)
-    order = rank_models(perf, cost, budget=params.get("budget"), tradeoff=params.get("tradeoff"))
     choice = predictions["model_index"].to_numpy(dtype=np.int64)
     rows = np.arange(len(choice))
-    names = np.asarray(list(models), dtype=object)
-    out = pd.DataFrame({
-        "model": predictions["model"].astype(str).to_numpy(),
-        "model_index": choice,
-        "within_budget": predictions["within_budget"].astype(bool).to_numpy(),
-        "expected_perf": perf[rows, choice] if len(choice) else np.zeros(0),
-        "expected_cost": cost[rows, choice] if len(choice) else np.zeros(0),
-        "ranking": [list(names[o]) for o in order],
-    })
+    per_model = {f"{p}_{m}" for p in ("perf", "cost") for m in models}
+    out = predictions[[c for c in predictions.columns if c not in per_model and c != "id"]].copy()
+    out["ranking"] = [list(r) for r in out["ranking"]]
+    out["predicted_perf"] = perf[rows, choice]
+    out["predicted_cost"] = cost[rows, choice]
     if keep_predictions:
-        for j, m in enumerate(models):
-            out[f"perf_{m}"] = perf[:, j]
-        for j, m in enumerate(models):
-            out[f"cost_{m}"] = cost[:, j]
-    return out
+        for c in [f"perf_{m}" for m in models] + [f"cost_{m}" for m in models]:
+            out[c] = predictions[c].to_numpy(dtype=np.float64)
+    return out.reset_index(drop=True)
 
 
 def route_dataframe(spark, model_uri: str, frame, *, params: dict[str, Any] | None = None,
@@ -152,8 +145,7 @@ def route_dataframe(spark, model_uri: str, frame, *, params: dict[str, Any] | No
 
     ``frame`` holds the model's input columns (its signature: ``features`` for a feature-vector
     router; the raw query columns for a raw-query model). The result has ``keep_columns`` that are
-    present (default the ``id``), then :data:`DECISION_COLUMNS` (and ``perf_<m>``, ``cost_<m>`` with
-    ``keep_predictions``).
+    present (default the ``id``), then the columns of :func:`decisions_frame`.
     """
     import mlflow
     import pandas as pd
@@ -168,27 +160,34 @@ def route_dataframe(spark, model_uri: str, frame, *, params: dict[str, Any] | No
                          f"it has {list(frame.columns)}")
     models = model_output_models(model_uri)
     inputs = required + [c for c in optional if c in frame.columns]
-    udf = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local", params=params or None)
+    result_type = _result_type(model_uri)
+    # Each row batch is one predict call, and the model refuses calls above its per-request row
+    # limit (max_rows); MLflow's executor-side model cache loads the model without a model_config,
+    # so the batches are kept within the logged limit instead of raising it.
+    limit = _max_rows(model_uri)
+    for key, default in BATCH_CONFS:
+        batch = int(spark.conf.get(key, default))
+        if batch > limit:
+            log.info("Spark %s lowered from %d to the model's max_rows %d", key, batch, limit)
+            spark.conf.set(key, str(limit))
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local",
+                                  params=params or None)
     kept = [c for c in keep_columns if c in frame.columns]
     scored = frame.select(*kept, udf(F.struct(*inputs)).alias("_pred"))
 
-    fields = ["model", "model_index", "within_budget"] + [f"perf_{m}" for m in models] + \
-        [f"cost_{m}" for m in models]
+    model_names = list(models)
+    own = [f for f in result_type.fields if not f.name.startswith(("perf_", "cost_"))]
     decision_type = T.StructType(
-        [T.StructField("model", T.StringType()), T.StructField("model_index", T.LongType()),
-         T.StructField("within_budget", T.BooleanType()), T.StructField("expected_perf", T.DoubleType()),
-         T.StructField("expected_cost", T.DoubleType()),
-         T.StructField("ranking", T.ArrayType(T.StringType()))]
+        own + [T.StructField("predicted_perf", T.DoubleType()), T.StructField("predicted_cost", T.DoubleType())]
         + ([T.StructField(f"{p}_{m}", T.DoubleType()) for p in ("perf", "cost") for m in models]
            if keep_predictions else []))
-    model_names = list(models)
 
     def _decide(pred):
-        return decisions_frame(pred, model_names, params, keep_predictions=keep_predictions)
+        return decisions_frame(pred, model_names, keep_predictions=keep_predictions)
 
     # Real types, not the strings `from __future__ import annotations` would leave for Spark to read.
     _decide.__annotations__ = {"pred": pd.DataFrame, "return": pd.DataFrame}
     _decide = F.pandas_udf(_decide, decision_type)
 
-    decided = scored.select(*kept, _decide(F.struct(*[F.col(f"_pred.{f}") for f in fields])).alias("_d"))
+    decided = scored.select(*kept, _decide(F.col("_pred")).alias("_d"))
     return decided.select(*kept, "_d.*")

@@ -79,8 +79,9 @@ def route_spark(model_uri: str, source: str, out: str, *, master: str | None = "
 
 def route_in_process(model_uri: str, frame, *, params: dict[str, Any] | None = None,
                      keep_columns: Sequence[str] = ("id",), keep_predictions: bool = False,
-                     chunk: int = 65536):
-    """The in-process reference of :func:`route_spark`: the pyfunc on a pandas frame, in chunks."""
+                     chunk: int = 1024):
+    """The in-process reference of :func:`route_spark`: the pyfunc on a pandas frame, in chunks of
+    ``chunk`` rows (at most the model's per-request limit, 1024 by default)."""
     import mlflow
     import pandas as pd
 
@@ -95,7 +96,7 @@ def route_in_process(model_uri: str, frame, *, params: dict[str, Any] | None = N
     for start in range(0, len(frame), chunk):
         block = frame.iloc[start:start + chunk]
         pred = model.predict(block[inputs], params=params or None)
-        dec = decisions_frame(pred, models, params, keep_predictions=keep_predictions)
+        dec = decisions_frame(pred, models, keep_predictions=keep_predictions)
         kept = block[[c for c in keep_columns if c in block.columns]].reset_index(drop=True)
         parts.append(pd.concat([kept, dec], axis=1))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
