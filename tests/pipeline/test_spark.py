@@ -83,16 +83,19 @@ def _queries(n, seed, tmp_path, *, outcomes=False, served=False):
     return path, frame
 
 
-def test_spark_routing_equals_in_process_pyfunc(spark, store, tmp_path):
-    from mmroute.pipeline.spark import route_in_process, route_spark
+def test_spark_routing_equals_in_process_pyfunc(spark, store, tmp_path, capsys):
+    from mmroute.cli import main
+    from mmroute.pipeline.spark import route_in_process
 
     uri, name = store
     model_uri = f"models:/{name}@production"
     params = {"budget": 0.004}
     source, frame = _queries(10_000, 1, tmp_path)
     out = tmp_path / "decisions"
-    summary = route_spark(model_uri, str(source), str(out), params=params, spark=spark)
-    assert summary["rows"] == 10_000
+    # The CLI's spark engine reuses the fixture's session (getOrCreate).
+    assert main(["route", "--model", model_uri, "--input", str(source), "--out", str(out), "--engine", "spark",
+                 "--master", "local[2]", "--budget", str(params["budget"])]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 10_000
     # Partitioned by the chosen model, one folder per model chosen.
     chosen_dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert chosen_dirs and all(d.startswith("model=") for d in chosen_dirs)

@@ -44,7 +44,7 @@ def test_registry_lists_routers_and_unknown_name_lists_valid_ones():
     ("knn", {"ks": (5, 0)}, r"ks=\(5, 0\)"),
     ("kmeans", {"n_clusters": 0}, r"n_clusters=0"),
     ("kmeans_adaptive", {"temperature": 0.0, "norm_weight": 2.0}, r"temperature=0.0.*norm_weight=2.0"),
-    ("knn", {"neighbours": 3}, r"unknown option\(s\) \['neighbours'\].*valid: \['k', 'ks', 'metric', 'seed'\]"),
+    ("knn", {"neighbours": 3}, r"unknown option\(s\) \['neighbours'\].*valid: \['ef_search', 'hnsw_m', 'index', 'index_threshold', 'k', 'ks', 'metric', 'seed'\]"),
 ])
 def test_bad_config_is_reported_with_valid_values(name, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -148,3 +148,35 @@ def test_oracle_needs_and_returns_the_actual_outcomes():
     np.testing.assert_allclose(perf[~observed[:, 0], 0], np.nanmean(correct[:, 0]))
     with pytest.raises(ValueError, match=r"outcomes must have shape \(60, 3\)"):
         router.predict(feats(x), correct=correct[:5], cost=cost[:5])
+
+
+def test_knn_hnsw_index_has_measured_recall_and_exports_the_exact_graph(tmp_path):
+    """Above the threshold, knn searches a faiss HNSW index; the ONNX graph stays exact TopK and its
+    parity is checked against the exact neighbours; the fitted router pickles with its index."""
+    import pickle
+
+    from mmroute.export.core import export_router
+    from mmroute.features.types import Features
+    from mmroute.routers import create_router
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 16))
+    x = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
+    correct = (x[:, :3] > 0).astype(float)
+    cost = np.exp(0.1 * x[:, 3:6])
+    train, test = Features.from_array(x[:2500]), Features.from_array(x[2500:])
+    exact = create_router("knn", k=20, index="exact").fit(train, correct[:2500], cost[:2500])
+    auto = create_router("knn", k=20, index_threshold=2000).fit(train, correct[:2500], cost[:2500])
+    assert exact.index_ is None and auto.index_ is not None
+    assert 0.95 <= auto.index_recall_ <= 1.0
+    p_exact, c_exact = exact.predict(test)
+    p_auto, c_auto = auto.predict(test)
+    np.testing.assert_allclose(auto.predict_exact(test)[0], p_exact, atol=1e-12)
+    # Approximate neighbours give close, not identical, predictions.
+    assert np.abs(p_auto - p_exact).mean() < 0.02
+    result = export_router(auto, test, tmp_path / "knn.onnx")
+    assert result.max_abs_diff_perf <= 1e-4 and "exact TopK" in result.backend
+    again = pickle.loads(pickle.dumps(auto))
+    np.testing.assert_array_equal(again.predict(test)[0], p_auto)
+    below = create_router("knn", k=20).fit(train, correct[:2500], cost[:2500])  # default threshold 50k
+    assert below.index_ is None

@@ -5,6 +5,10 @@ or ``image_path`` relative to the file, ``context``, ``id``) go through the same
 ``mlflow models serve`` serves, in chunks, with a progress bar. The output (``.parquet``, ``.csv`` or
 ``.jsonl``) has one row per query: ``id``, ``model``, ``ranking``, the operating point and the
 per-model predictions. It is written only when every query was routed.
+
+``--engine spark --master local[2]`` routes a Parquet table too large for one process on Spark
+(the model in ``mlflow.pyfunc.spark_udf``, loaded once per executor): the decisions go to a Parquet
+folder partitioned by the chosen model, equal row for row to the local engine's.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fallback", choices=("cheapest", "first"), default=None,
                    help="--budget: what a query with no model under the budget takes (default: the model's)")
     p.add_argument("--chunk-size", type=integer, default=512, help="queries per model call (default 512)")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: in this process; spark: mlflow.pyfunc.spark_udf on a Spark cluster, --input a "
+                        "Parquet file or folder, --out a Parquet folder partitioned by the chosen model")
+    p.add_argument("--master", default="local[2]",
+                   help="--engine spark: the Spark master (default local[2]; e.g. spark://HOST:7077, yarn)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_route)
 
@@ -46,8 +55,13 @@ def run_route(args: argparse.Namespace) -> int:
 
     params = route_params(budget=args.budget, tradeoff=args.tradeoff, target_cost=args.target_cost,
                           target_quality=args.target_quality, models=args.models, fallback=args.fallback)
-    summary = route_file(args.model, args.input, args.out, params, chunk_size=args.chunk_size,
-                         progress=not args.no_progress)
+    if args.engine == "spark":
+        from mmroute.pipeline.spark import route_spark
+
+        summary = route_spark(args.model, args.input, args.out, master=args.master, params=params)
+    else:
+        summary = route_file(args.model, args.input, args.out, params, chunk_size=args.chunk_size,
+                             progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0
 

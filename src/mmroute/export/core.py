@@ -222,7 +222,7 @@ def export_router(router: Router, sample_features: Features, path: str | Path, *
         x_sample = router_input(router, sample_features)
         backend = router.write_onnx(x_sample, tmp, opset=opset, exporter=exporter)
         x_check = router_input(router, check_features)
-        perf_ref, cost_ref = router.predict(check_features)
+        perf_ref, cost_ref = router.export_reference(check_features)
         perf, cost = run_onnx(tmp, x_check)
         d_perf, d_cost = _max_abs_diff(perf, perf_ref), _max_abs_diff(cost, cost_ref)
         if not (d_perf <= atol and d_cost <= atol):

@@ -80,26 +80,21 @@ def route_spark(model_uri: str, source: str, out: str, *, master: str | None = "
 def route_in_process(model_uri: str, frame, *, params: dict[str, Any] | None = None,
                      keep_columns: Sequence[str] = ("id",), keep_predictions: bool = False,
                      chunk: int = 1024):
-    """The in-process reference of :func:`route_spark`: the pyfunc on a pandas frame, in chunks of
-    ``chunk`` rows (at most the model's per-request limit, 1024 by default)."""
+    """The in-process reference of :func:`route_spark`: :func:`mmroute.pipeline.route.route_frame`
+    (the pyfunc on a pandas frame, ``chunk`` rows per call), shaped like the Spark decisions."""
     import mlflow
     import pandas as pd
 
     from mmroute.export.spark import decisions_frame, model_input_columns, model_output_models
+    from mmroute.pipeline.route import route_frame
 
     params = {k: v for k, v in (params or {}).items() if v is not None}
     required, optional = model_input_columns(model_uri)
     inputs = required + [c for c in optional if c in frame.columns]
     models = model_output_models(model_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    parts = []
-    for start in range(0, len(frame), chunk):
-        block = frame.iloc[start:start + chunk]
-        pred = model.predict(block[inputs], params=params or None)
-        dec = decisions_frame(pred, models, keep_predictions=keep_predictions)
-        kept = block[[c for c in keep_columns if c in block.columns]].reset_index(drop=True)
-        parts.append(pd.concat([kept, dec], axis=1))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    pred = route_frame(mlflow.pyfunc.load_model(model_uri), frame[inputs], params, chunk_size=chunk)
+    kept = frame[[c for c in keep_columns if c in frame.columns]].reset_index(drop=True)
+    return pd.concat([kept, decisions_frame(pred, models, keep_predictions=keep_predictions)], axis=1)
 
 
 # ------------------------------------------------------------------------------------ replay

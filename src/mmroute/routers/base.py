@@ -206,6 +206,14 @@ class Router(ABC):
         self.check_fitted()
         return np.ascontiguousarray(features.fused, dtype=np.float32)
 
+    def export_reference(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
+        """What the exported graph must reproduce on ``features`` (the export's parity check).
+
+        Default: :meth:`predict`. A router whose native search is approximate where its graph is
+        exact (``knn`` with an HNSW index) returns the exact computation here.
+        """
+        return self.predict(features)
+
     def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
         """Write this fitted router as one ONNX graph ``x -> (perf, cost)`` to ``path``.
 

@@ -137,10 +137,17 @@ class EnsembleRouter(Router):
                  {k: round(v, 5) for k, v in self.oof_perf_mse_.items()})
 
     def _predict(self, features: Features, **_):
-        preds = [member.predict(features) for member in self.members_]
+        return self._blend([member.predict(features) for member in self.members_])
+
+    def _blend(self, preds):
         perf = sum(w * p for w, (p, _) in zip(self.perf_weights_, preds))
         cost = sum(w * q for w, (_, q) in zip(self.cost_weights_, preds))
         return perf, cost
+
+    def export_reference(self, features: Features):
+        """The blend of the members' export references (a knn member's exact neighbours)."""
+        self.check_fitted()
+        return self._blend([member.export_reference(features) for member in self.members_])
 
     def onnx_input(self, features: Features) -> np.ndarray:
         """The fused vector, which every member must read as its own graph input: only blends of

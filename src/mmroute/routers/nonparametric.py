@@ -29,6 +29,8 @@ __all__ = ["RandomConfig", "RandomRouter", "OracleConfig", "OracleRouter", "KNNC
 log = logging.getLogger(__name__)
 
 KNN_METRICS = ("cosine", "euclidean")
+KNN_INDEXES = ("auto", "exact", "hnsw")
+_RECALL_QUERIES = 1000
 
 
 def masked_column_means(y: np.ndarray) -> np.ndarray:
@@ -150,17 +152,30 @@ class KNNConfig(RouterConfig):
 
     ``ks``: a grid; when non-empty, ``k`` is chosen by leave-one-out Brier error of the
     performance prediction on the training rows (each row's neighbours exclude itself).
+
+    ``index``: how neighbours are searched. ``exact``: a brute-force scan (stable tie order);
+    ``hnsw``: a faiss HNSW graph (``hnsw_m`` links per node, ``ef_search`` candidates per query),
+    approximate, with its recall@k against the exact search measured on training rows at fit
+    (``index_recall_``); ``auto``: ``hnsw`` from ``index_threshold`` training rows on, else exact.
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "k": [Interval(Integral, 1, None, closed="left")],
         "metric": [Options(KNN_METRICS)],
         "ks": [SequenceOf(Interval(Integral, 1, None, closed="left"), what="or empty for a fixed k")],
+        "index": [Options(KNN_INDEXES)],
+        "index_threshold": [Interval(Integral, 1, None, closed="left")],
+        "hnsw_m": [Interval(Integral, 4, None, closed="left")],
+        "ef_search": [Interval(Integral, 1, None, closed="left")],
     }
 
     k: int = 50
     metric: str = "cosine"
     ks: tuple[int, ...] = ()
+    index: str = "auto"
+    index_threshold: int = 50_000
+    hnsw_m: int = 32
+    ef_search: int = 256
 
 
 class KNNRouter(Router):
@@ -185,6 +200,9 @@ class KNNRouter(Router):
         self.perf_values_, self.cost_values_ = correct.copy(), cost.copy()
         self.perf_mean_, self.cost_mean_ = masked_column_means(correct), masked_column_means(cost)
         self.train_x_ = np.asarray(features.fused, dtype=np.float64).copy()
+        self.index_ = None
+        if c.index == "hnsw" or (c.index == "auto" and n >= c.index_threshold):
+            self._build_index()
         k = c.k
         if c.ks:
             k = self._select_k(features.fused, correct, sorted(set(c.ks)))
@@ -222,8 +240,61 @@ class KNNRouter(Router):
         self.check_fitted()
         return {"k": self.k_, "ks": ()}
 
-    def _neighbours(self, x: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-        """Indices (n, k) of the k nearest training rows, nearest first, ties by training index."""
+    # ------------------------------------------------------------------ the index
+    def _unit(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.config.metric == "cosine":
+            x = x / np.where((nx := np.linalg.norm(x, axis=1, keepdims=True)) > 0, nx, 1.0)
+        return x
+
+    def _build_index(self) -> None:
+        """A faiss HNSW graph over the training rows (inner product on unit vectors for cosine,
+        L2 otherwise), and its recall@k against the exact search on up to 1,000 training rows."""
+        import faiss
+
+        c = self.config
+        d = self.train_x_.shape[1]
+        metric = faiss.METRIC_INNER_PRODUCT if c.metric == "cosine" else faiss.METRIC_L2
+        index = faiss.IndexHNSWFlat(d, int(c.hnsw_m), metric)
+        index.hnsw.efConstruction = max(2 * int(c.hnsw_m), 64)
+        index.add(np.ascontiguousarray(self._unit(self.train_x_), dtype=np.float32))
+        index.hnsw.efSearch = int(c.ef_search)
+        self.index_ = index
+        rng = np.random.default_rng(c.seed)
+        n = len(self.train_x_)
+        probe = rng.choice(n, size=min(_RECALL_QUERIES, n), replace=False)
+        k = min(c.k, n)
+        approx = self._neighbours(self.train_x_[probe], k)
+        exact = self._neighbours(self.train_x_[probe], k, exact=True)
+        hits = sum(len(np.intersect1d(a, e, assume_unique=True)) for a, e in zip(approx, exact))
+        self.index_recall_ = float(hits / exact.size)
+        log.info("knn: HNSW index over %d rows (M=%d, efSearch=%d), recall@%d %.4f on %d training rows",
+                 n, c.hnsw_m, c.ef_search, k, self.index_recall_, len(probe))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if state.get("index_") is not None:  # faiss indexes pickle as their serialised bytes
+            import faiss
+
+            state["index_"] = faiss.serialize_index(state["index_"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("index_"), np.ndarray):
+            import faiss
+
+            state["index_"] = faiss.deserialize_index(state["index_"])
+        self.__dict__.update(state)
+
+    def _neighbours(self, x: np.ndarray, k: int, chunk: int = 1024, *, exact: bool = False) -> np.ndarray:
+        """Indices (n, k) of the k nearest training rows, nearest first; the exact search breaks
+        ties by training index, the HNSW index (when fitted and not ``exact``) is approximate."""
+        if getattr(self, "index_", None) is not None and not exact:
+            _, idx = self.index_.search(np.ascontiguousarray(self._unit(x), dtype=np.float32), k)
+            if (idx < 0).any():  # fewer than k reachable nodes: complete from the exact search
+                bad = np.flatnonzero((idx < 0).any(axis=1))
+                idx[bad] = self._neighbours(x[bad], k, exact=True)
+            return idx.astype(np.int64)
         train = self.train_x_
         if self.config.metric == "cosine":
             train = train / np.where((nt := np.linalg.norm(train, axis=1, keepdims=True)) > 0, nt, 1.0)
@@ -245,15 +316,28 @@ class KNNRouter(Router):
         return (neighbour_means(self.perf_values_, idx, self.perf_mean_),
                 neighbour_means(self.cost_values_, idx, self.cost_mean_))
 
+    def predict_exact(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions from the exact neighbours (what the exported graph computes), index or not."""
+        self.check_fitted()
+        idx = self._neighbours(features.fused, self.k_, exact=True)
+        return (neighbour_means(self.perf_values_, idx, self.perf_mean_),
+                neighbour_means(self.cost_values_, idx, self.cost_mean_))
+
+    def export_reference(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict_exact(features)
+
     def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
         """A hand-built graph (cosine similarity or distance, TopK, Gather, NaN-aware mean):
         skl2onnx's ``KNeighborsRegressor`` converter averages plainly, while this router skips
-        missing outcomes."""
+        missing outcomes. The graph's TopK is exact; with an HNSW index the native router is
+        approximate (``index_recall_``), so parity is checked against :meth:`predict_exact`."""
         from mmroute.export.graph import knn_mean_graph, save_model
 
         save_model(knn_mean_graph(self.train_x_, self.perf_values_, self.cost_values_, self.k_,
                                   metric=self.config.metric, perf_fallback=self.perf_mean_,
                                   cost_fallback=self.cost_mean_, opset=opset), path)
+        if getattr(self, "index_", None) is not None:
+            return f"onnx (exact TopK neighbour means; native HNSW recall@k {self.index_recall_:.4f})"
         return "onnx (TopK neighbour means)"
 
 
