@@ -40,7 +40,7 @@ from mmroute.data.validate import (
     validate_table,
 )
 
-__all__ = ["load_table", "read_frame", "frame_to_table", "FrameTable", "filter_datasets", "concat_tables", "canon", "parse_dataset_filter"]
+__all__ = ["load_table", "read_frame", "frame_to_table", "query_inputs", "image_base_for", "FrameTable", "filter_datasets", "concat_tables", "canon", "parse_dataset_filter"]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,33 @@ def _resolve_image(value: str, base: Path) -> str:
         return ""
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def query_inputs(df: pd.DataFrame, image_base: Path) -> tuple[list[str], list[str | None] | None]:
+    """The texts and image paths an encoder sees for the rows of a table frame, exactly as
+    :func:`frame_to_table` + :meth:`OutcomeTable.texts` build them (for engines that embed a
+    table chunk by chunk, e.g. on Spark): ``(texts, image paths or None)``; a row without an image
+    has None."""
+    qcol = _first_present(df, QUESTION_COLUMNS)
+    if qcol is None:
+        raise ValueError(f"no question column: expected one of {list(QUESTION_COLUMNS)}, got {list(df.columns)}")
+    questions = _str_column(df[qcol])
+    ccol = _first_present(df, CONTEXT_COLUMNS)
+    if ccol is None:
+        texts = [str(q) for q in questions]
+    else:
+        texts = [f"{q}\n{c}" if c not in (None, "") and c == c else str(q)
+                 for q, c in zip(questions, _str_column(df[ccol]))]
+    icol = _first_present(df, IMAGE_COLUMNS)
+    if icol is None:
+        return texts, None
+    paths = [_resolve_image(v, image_base) for v in _str_column(df[icol])]
+    return texts, [p or None for p in paths]
+
+
+def image_base_for(path: Path) -> Path:
+    """Where relative image paths of the table file ``path`` are resolved (as :func:`load_table` does)."""
+    return path.parent / path.stem if (path.parent / path.stem).is_dir() else path.parent
 
 
 class FrameTable(NamedTuple):
@@ -267,8 +294,7 @@ def load_file(path: Path, *, images: str, dataset: Sequence[str] | None) -> Outc
     """One table file (not the merged MMR-Bench CSV), validated."""
     df = read_frame(path)
     stem = path.stem
-    image_base = path.parent / stem if (path.parent / stem).is_dir() else path.parent
-    built = frame_to_table(df, source=str(path), default_dataset=stem, image_base=image_base)
+    built = frame_to_table(df, source=str(path), default_dataset=stem, image_base=image_base_for(path))
     if built.table is None:
         raise TableValidationError(str(path), built.problems)
     table = validate_table(built.table, images=images, column_names=built.column_names,
