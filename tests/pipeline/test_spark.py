@@ -32,6 +32,7 @@ def registered(tmp_path_factory):
     from mlflow import MlflowClient
 
     from mmroute.export.pyfunc import log_router_model
+    from mmroute.features.pipeline import build_feature_pipeline
     from mmroute.routers import create_router
 
     rng = np.random.default_rng(0)
@@ -49,9 +50,38 @@ def registered(tmp_path_factory):
             with mlflow.start_run(experiment_id=exp):
                 log_router_model(router, Features.from_array(x[:50]), MODELS, registered_model_name=name)
             client.set_registered_model_alias(name, alias, str(version))
+        # A raw-query model: its fitted offline feature pipeline travels inside it.
+        table = _text_table(600, rng)
+        pipe = build_feature_pipeline("offline", use_cache=False).fit(table.subset(np.arange(500)))
+        router = create_router("linear").fit(pipe.transform(table.subset(np.arange(500))),
+                                             table.correct[:500], table.cost[:500])
+        with mlflow.start_run(experiment_id=exp):
+            log_router_model(router, pipe.transform(table.subset(np.arange(500, 600))), MODELS,
+                             registered_model_name="spark-raw-router", pipeline=pipe,
+                             check_table=table.subset(np.arange(500, 600)))
     finally:
         mlflow.set_tracking_uri(None)
     return uri, name
+
+
+WORDS = ["solve", "integral", "read", "sign", "count", "apples", "chart", "total", "receipt", "colour",
+         "car", "triangle", "area", "sum", "numbers", "street", "what", "how", "many", "the"]
+
+
+def _questions(n, rng):
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) + "?" for _ in range(n)]
+
+
+def _text_table(n, rng):
+    from mmroute.data.table import OutcomeTable
+
+    questions = _questions(n, rng)
+    signal = np.array([[q.count("solve") + q.count("sum"), q.count("read"), q.count("count"), 1.0]
+                       for q in questions])
+    correct = (signal + rng.normal(scale=0.7, size=(n, 4)) > 0.8).astype(float)
+    cost = np.tile([1.0, 2.0, 5.0, 12.0], (n, 1)) * 1e-3 * rng.uniform(0.8, 1.2, (n, 4))
+    return OutcomeTable(ids=[f"t{i}" for i in range(n)], datasets=["toy"] * n, questions=questions,
+                        models=MODELS, correct=correct, cost=cost, source="spark-raw")
 
 
 @pytest.fixture
@@ -88,9 +118,13 @@ def test_spark_routing_equals_in_process_pyfunc(spark, store, tmp_path, capsys):
     from mmroute.pipeline.spark import route_in_process
 
     uri, name = store
-    model_uri = f"models:/{name}@production"
+    model_uri = "models:/spark-raw-router/1"   # raw queries: question (+ context), id
     params = {"budget": 0.004}
-    source, frame = _queries(10_000, 1, tmp_path)
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"id": [f"q{i}" for i in range(10_000)], "question": _questions(10_000, rng),
+                          "context": [None if i % 3 else f"option {i % 5}" for i in range(10_000)]})
+    source = tmp_path / "raw-queries.parquet"
+    frame.to_parquet(source, row_group_size=2_500)
     out = tmp_path / "decisions"
     # The CLI's spark engine reuses the fixture's session (getOrCreate).
     assert main(["route", "--model", model_uri, "--input", str(source), "--out", str(out), "--engine", "spark",
@@ -122,8 +156,8 @@ def test_spark_routing_refuses_bad_input(spark, store, tmp_path):
 
     uri, name = store
     bad = tmp_path / "bad.parquet"
-    pd.DataFrame({"id": ["a"], "question": ["hi"]}).to_parquet(bad)
-    with pytest.raises(ValueError, match=r"no column\(s\) \['features'\]"):
+    pd.DataFrame({"id": ["a"], "prompt": ["hi"]}).to_parquet(bad)
+    with pytest.raises(ValueError, match=r"has none of the columns .* reads; it has \['id', 'prompt'\]"):
         route_spark(f"models:/{name}@production", str(bad), str(tmp_path / "o1"), spark=spark)
     assert not (tmp_path / "o1").exists()
     (tmp_path / "o2").mkdir()

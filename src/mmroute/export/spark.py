@@ -72,15 +72,22 @@ def _signature(model_uri: str):
     import mlflow
 
     info = mlflow.models.get_model_info(model_uri)
-    if info.signature is None or info.signature.inputs is None or info.signature.outputs is None:
-        raise ValueError(f"{model_uri} has no input/output signature; batch routing needs a logged "
-                         "mmroute router model")
+    if info.signature is None or info.signature.outputs is None:
+        raise ValueError(f"{model_uri} has no output signature; batch routing needs a logged mmroute "
+                         "router model")
     return info.signature
 
 
-def model_input_columns(model_uri: str) -> tuple[list[str], list[str]]:
-    """(required, optional) input column names of the model's signature."""
+def model_input_columns(model_uri: str, columns: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(required, optional) input columns: the signature's when it declares inputs; else (the
+    mmroute served model, which validates its own requests) the query columns it reads, none
+    required here (the model names what is missing), restricted to ``columns`` when given."""
+    from mmroute.export.pyfunc import INPUT_COLUMNS
+
     inputs = _signature(model_uri).inputs
+    if inputs is None:
+        present = [c for c in INPUT_COLUMNS if columns is None or c in columns]
+        return [], present
     required = [s.name for s in inputs.inputs if s.required]
     optional = [s.name for s in inputs.inputs if not s.required]
     return required, optional
@@ -153,13 +160,16 @@ def route_dataframe(spark, model_uri: str, frame, *, params: dict[str, Any] | No
     from pyspark.sql import types as T
 
     params = {k: v for k, v in (params or {}).items() if v is not None}
-    required, optional = model_input_columns(model_uri)
+    required, optional = model_input_columns(model_uri, frame.columns)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"the query table has no column(s) {missing} that {model_uri} needs; "
                          f"it has {list(frame.columns)}")
     models = model_output_models(model_uri)
     inputs = required + [c for c in optional if c in frame.columns]
+    if not [c for c in inputs if c != "id"]:
+        raise ValueError(f"the query table has none of the columns {model_uri} reads; it has "
+                         f"{list(frame.columns)}")
     result_type = _result_type(model_uri)
     # Each row batch is one predict call, and the model refuses calls above its per-request row
     # limit (max_rows); MLflow's executor-side model cache loads the model without a model_config,

@@ -89,7 +89,7 @@ def route_in_process(model_uri: str, frame, *, params: dict[str, Any] | None = N
     from mmroute.pipeline.route import route_frame
 
     params = {k: v for k, v in (params or {}).items() if v is not None}
-    required, optional = model_input_columns(model_uri)
+    required, optional = model_input_columns(model_uri, frame.columns)
     inputs = required + [c for c in optional if c in frame.columns]
     models = model_output_models(model_uri)
     pred = route_frame(mlflow.pyfunc.load_model(model_uri), frame[inputs], params, chunk_size=chunk)
