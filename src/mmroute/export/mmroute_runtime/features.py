@@ -142,21 +142,28 @@ class TransformerText:
 
         self.tokenizer = Tokenizer.from_file(str(folder / spec["tokenizer"]))
         self.tokenizer.enable_truncation(int(spec["max_length"]))
-        pad_id = int(spec.get("pad_id", 0))
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=spec.get("pad_token", "[PAD]"))
+        self.tokenizer.no_padding()  # padded per batch below, after sorting by length
+        self.pad_id = int(spec.get("pad_id", 0))
         self.dim = int(spec["dim"])
         self.batch_size = int(spec.get("batch_size", 64))
         self.graph = _Session(folder / spec["graph"], providers, threads)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer.encode_batch([str(t) for t in texts[start:start + self.batch_size]])
-            ids = np.asarray([e.ids for e in batch], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in batch], dtype=np.int64)
-            types = np.asarray([e.type_ids for e in batch], dtype=np.int64)
-            out.append(self.graph(input_ids=ids, attention_mask=mask, token_type_ids=types))
-        return np.concatenate(out)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        encodings = self.tokenizer.encode_batch([str(t) for t in texts])
+        # As sentence-transformers does: batches of similar lengths, so little compute goes to padding.
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            length = max(len(encodings[i].ids) for i in rows)
+            ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), length), dtype=np.int64)
+            types = np.zeros((len(rows), length), dtype=np.int64)
+            for k, i in enumerate(rows):
+                e = encodings[i]
+                ids[k, :len(e.ids)], mask[k, :len(e.ids)], types[k, :len(e.ids)] = e.ids, 1, e.type_ids
+            out[rows] = self.graph(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        return out
 
 
 class ClipText:
