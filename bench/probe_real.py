@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mmroute.probes.pipeline import ProbeExperiment, run_probe_experiment
+    from mmroute.pipeline.probe import ProbeExperiment, run_probe_experiment
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp) / "cache"

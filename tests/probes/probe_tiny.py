@@ -166,3 +166,68 @@ def synthetic_cache(path, n: int = 160, d: int = 32, seed: int = 0, layer: int =
               str(path / "shard-r000-00000.safetensors"), metadata={"ids": json.dumps(ids)})
     finalize_cache(path, ids, {"layer": layer})
     return HiddenStateCache(path), ids, labels.numpy()
+
+
+VL_SPECIALS = {"<|endoftext|>": 0, "<|im_start|>": 55, "<|im_end|>": 56, "<|vision_start|>": VSTART,
+               "<|vision_end|>": VEND, "<|image_pad|>": IMAGE_TOKEN, "<|video_pad|>": 61}
+VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_vl_processor(family: str = "qwen2_vl", pixels: int = 8):
+    """A real Qwen2-VL / Qwen2.5-VL processor assembled offline: a ``tokenizers`` word-level
+    tokenizer holding the model's special tokens (ids as in :func:`tiny_qwen2_vl`) wrapped as a
+    fast tokenizer, and the image processor class built from its defaults with 2x2 patches, merge
+    2 and images resized to ``pixels`` x ``pixels`` (4 image tokens each)."""
+    import transformers
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 1, **{w: i + 3 for i, w in enumerate(WORDS)}, "user": 3 + len(WORDS),
+             "assistant": 4 + len(WORDS), **VL_SPECIALS}
+    used = set(vocab.values())
+    vocab.update({f"<unused{i}>": i for i in range(64) if i not in used})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VL_SPECIALS])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="<|endoftext|>",
+                                   eos_token="<|im_end|>", model_max_length=256)
+    size = {"shortest_edge": pixels * pixels, "longest_edge": pixels * pixels}
+    if family == "qwen2_vl":
+        ip_cls, proc_cls = transformers.Qwen2VLImageProcessor, transformers.Qwen2VLProcessor
+    else:
+        ip_cls, proc_cls = transformers.Qwen2VLImageProcessor, transformers.Qwen2_5_VLProcessor
+    images = ip_cls(patch_size=2, merge_size=2, temporal_patch_size=2, size=size)
+    video = transformers.Qwen2VLVideoProcessor(patch_size=2, merge_size=2, temporal_patch_size=2, size=size)
+    return proc_cls(image_processor=images, tokenizer=fast, video_processor=video, chat_template=VL_CHAT_TEMPLATE)
+
+
+def saved_tiny_vl(path, family: str = "qwen2_vl", n_layers: int = 3):
+    """A tiny VL model and its assembled processor saved as one model directory (what users load)."""
+    tiny_qwen2_vl(n_layers=n_layers, family=family).save_pretrained(path)
+    tiny_vl_processor(family).save_pretrained(path)
+    return path
+
+
+def fit_probe_router(model_dir, table, cache_dir, *, head: str = "probe", layer: int = 2, train=None, **options):
+    """Extract ``table``'s hidden states with the saved backbone (through its own tokenizer or
+    processor, as users do), fit probe router ``head`` on the ``train`` rows; returns
+    ``(router, ProbeFeatures of every row, builder)``."""
+    from mmroute.probes.extract import extract_hidden_states
+    from mmroute.probes.inputs import load_backbone
+    from mmroute.routers import create_router
+    from mmroute.routers.probe import ProbeFeatures
+
+    model, builder = load_backbone(str(model_dir))
+    cache = extract_hidden_states(model, builder, table, cache_dir, layer=layer, batch_size=16, accelerator="cpu")
+    feats = ProbeFeatures.from_cache(cache, table.ids, backbone=model)
+    train = np.arange(table.n_instances) if train is None else np.asarray(train)
+    config = dict(hidden=16, n_layers=2, max_epochs=3, lr=3e-3, accelerator="cpu", backbone=str(model_dir),
+                  lora_r=4, lora_alpha=8)
+    config.update(options)
+    router = create_router(head, **config).fit(feats.subset(train), table.correct[train], table.cost[train])
+    return router, feats, builder

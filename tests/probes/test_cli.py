@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mmroute.cli.probe import main
-from mmroute.probes.pipeline import ProbeExperiment, run_probe_experiment
+from mmroute.pipeline.probe import ProbeExperiment, run_probe_experiment
 from probe_tiny import WORDS, HandVLInputs, tiny_bert, tiny_qwen2_vl, tiny_table
 
 

@@ -99,7 +99,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from mmroute.data import load_table
     from mmroute.probes.extract import extract_hidden_states
     from mmroute.probes.inputs import load_backbone
-    from mmroute.probes.pipeline import select_rows
+    from mmroute.pipeline.probe import select_rows
 
     if args.model is None or args.layer is None:
         raise ValueError("probe extract needs --model and --layer")
@@ -120,7 +120,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mmroute.probes.pipeline import ProbeExperiment, run_probe_experiment
+    from mmroute.pipeline.probe import ProbeExperiment, run_probe_experiment
 
     train = dict(args.options)
     for key, value in (("max_epochs", args.epochs), ("lr", args.lr), ("batch_size", args.train_batch_size)):

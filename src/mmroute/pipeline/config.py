@@ -68,6 +68,21 @@ class PipelineConfig(Validated):
         Also log CPU/GPU/memory system metrics.
     log_model : bool
         Log the fitted feature pipeline and router (pickles) so ``evaluate`` can re-score them.
+    small, large : str or None
+        Restrict the pool to these two models, in this order (rows where either outcome is
+        missing are dropped), for every router: the probe routers' pool.
+    probe_backbone, probe_layer : str and int, or None
+        The small model (a local path) whose hidden states up to layer ``probe_layer`` the probe
+        routers (``probe``, ``attention_probe``, ``relope``) read; needs ``small`` and ``large``.
+    probe_cache : str or None
+        Hidden-state cache root (default: ``<cache_dir>/probe-states/<backbone identity>``).
+    probe_prefill : str
+        The prefill share a deferred query pays for the small model (:mod:`mmroute.probes.costs`):
+        ``auto``, ``tokens`` or a fraction in [0, 1].
+    probe_token_cap, probe_batch_size, probe_dtype : extraction options (text tokens per query,
+        batch size, backbone dtype such as ``bfloat16`` on a GPU).
+    probe_serve_backbone : {"package", "reference"}
+        The served probe model carries the backbone weights, or references their local path.
     """
 
     data: str = _field(DEFAULT_DATA, "data", "table path or spec (e.g. data/MMR_Bench.csv, root/ocrbench+mathvista, "
@@ -102,6 +117,28 @@ class PipelineConfig(Validated):
     system_metrics: bool = _field(False, "tracking", "also log CPU/GPU/memory system metrics")
     log_model: bool = _field(True, "tracking", "log the fitted feature pipeline and router (evaluate and export "
                              "need them)")
+    small: str | None = _field(None, "probe routers", "restrict the pool to [small, large] (this model first; "
+                               "rows missing either outcome are dropped), for every router")
+    large: str | None = _field(None, "probe routers", "the large model queries are deferred to")
+    probe_backbone: str | None = _field(None, "probe routers", "local path of the small model whose hidden states "
+                                        "the probe routers (probe, attention_probe, relope) read")
+    probe_layer: int | None = _field(None, "probe routers", "layer l of the backbone the probe heads read (1-based)")
+    probe_cache: str | None = _field(None, "probe routers", "hidden-state cache directory (empty: under the cache "
+                                     "root, named by the backbone identity)")
+    probe_prefill: str = _field("auto", "probe routers", "prefill share of the small model's cost a deferred query "
+                                "pays: auto (tokens when the table has <small>_in_tokens/_out_tokens, else 0.5), "
+                                "tokens, or a fraction")
+    probe_token_cap: int | None = _field(None, "probe routers", "max text tokens per query for the backbone")
+    probe_batch_size: int = _field(8, "probe routers", "extraction batch size")
+    probe_dtype: str | None = _field(None, "probe routers", "backbone dtype, e.g. bfloat16 on a GPU (empty: the "
+                                     "checkpoint's)")
+    probe_serve_backbone: str = _field("package", "probe routers", "the served probe model carries the backbone "
+                                       "weights (package) or references their local path (reference)")
+
+    @property
+    def probes(self) -> bool:
+        """Whether the probe routers can run (a backbone and a layer are given)."""
+        return self.probe_backbone is not None
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "images": [Options(IMAGE_POLICIES)],
@@ -110,6 +147,9 @@ class PipelineConfig(Validated):
         "mode": [Options(MODES), None],
         "fusion": [Options(FUSIONS)],
         "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "probe_layer": [Interval(Integral, 1, None, closed="left"), None],
+        "probe_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "probe_serve_backbone": [Options(("package", "reference"))],
     }
 
     def __post_init__(self) -> None:
@@ -148,6 +188,26 @@ class PipelineConfig(Validated):
         for item in self.router_options:
             if "=" not in item or "." not in item.split("=", 1)[0]:
                 out.append(f"router option {item!r} (expected '<router>.<field>=<value>')")
+        out.extend(self._probe_problems())
+        return out
+
+    def _probe_problems(self) -> list[str]:
+        from mmroute.probes.costs import parse_prefill
+
+        out = []
+        if (self.small is None) != (self.large is None):
+            out.append(f"small={self.small!r}, large={self.large!r} (give both models of the pool, or neither)")
+        elif self.small is not None and self.small == self.large:
+            out.append(f"small and large are both {self.small!r} (expected two different models)")
+        if (self.probe_backbone is None) != (self.probe_layer is None):
+            out.append(f"probe_backbone={self.probe_backbone!r}, probe_layer={self.probe_layer!r} "
+                       "(the probe routers need both)")
+        if self.probe_backbone is not None and self.small is None:
+            out.append("probe_backbone needs small and large (the probe routes over [small, large])")
+        try:
+            parse_prefill(self.probe_prefill)
+        except ValueError as exc:
+            out.append(str(exc))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,16 +222,22 @@ def split_list(value: str) -> list[str]:
     return [p for p in (x.strip() for x in value.replace(",", " ").split()) if p]
 
 
-def expand_routers(names: Sequence[str]) -> list[str]:
-    """``("all",)`` -> every registered router; otherwise the names, checked against the registry."""
+def expand_routers(names: Sequence[str], *, hidden_states: bool = False) -> list[str]:
+    """``("all",)`` -> every router on query features (plus the probe routers when
+    ``hidden_states``, i.e. a backbone and layer are given); otherwise the names, checked against
+    the registry."""
     from mmroute.routers import list_routers
 
-    known = list_routers()
+    known = list_routers() + (list_routers("hidden_states") if hidden_states else [])
     if list(names) == ["all"]:
-        return known
+        return sorted(known)
+    probes = [n for n in names if n in list_routers("hidden_states") and n not in known]
+    if probes:
+        raise ValueError(f"router(s) {probes} read a small model's hidden states: give --probe-backbone PATH "
+                         "--probe-layer L --small MODEL --large MODEL2")
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise KeyError(f"unknown router(s) {unknown}; valid names: {', '.join(known)} (or 'all')")
+        raise KeyError(f"unknown router(s) {unknown}; valid names: {', '.join(sorted(known))} (or 'all')")
     return list(dict.fromkeys(names))
 
 

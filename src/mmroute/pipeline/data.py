@@ -13,7 +13,7 @@ import numpy as np
 from mmroute.pipeline.config import PipelineConfig
 
 __all__ = ["Prepared", "load", "prepare", "embed", "data_params", "split_params", "dataset_tag",
-           "write_table", "rows_by_id"]
+           "write_table", "rows_by_id", "restrict_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class Prepared:
         Fitted on ``train`` only.
     train_features, test_features : Features or None
     embed_seconds : float
+    probe_train_features, probe_test_features : ProbeFeatures or None
+        The small model's hidden states (probe routers only; :mod:`mmroute.pipeline.probe`).
+    probe_seconds : float
     """
 
     table: Any
@@ -44,6 +47,9 @@ class Prepared:
     train_features: Any = None
     test_features: Any = None
     embed_seconds: float = float("nan")
+    probe_train_features: Any = None
+    probe_test_features: Any = None
+    probe_seconds: float = float("nan")
 
 
 def load(data: str, *, images: str = "warn", dataset: str | None = None) -> Any:
@@ -58,6 +64,8 @@ def prepare(cfg: PipelineConfig, table: Any | None = None) -> Prepared:
     from mmroute.data import apply_mode, split_column, split_in, split_out
 
     table = load(cfg.data, images=cfg.images, dataset=cfg.dataset) if table is None else table
+    if cfg.small is not None:
+        table = restrict_pool(table, cfg.small, cfg.large)
     if cfg.split == "in":
         frac = int(cfg.train_frac) if cfg.train_frac >= 1 else cfg.train_frac
         train_idx, test_idx = split_in(table, frac, cfg.split_seed)
@@ -72,6 +80,17 @@ def prepare(cfg: PipelineConfig, table: Any | None = None) -> Prepared:
              "" if cfg.mode is None else f", mode {cfg.mode}")
     return Prepared(table=table, train=train, test=test, train_idx=np.asarray(train_idx),
                     test_idx=np.asarray(test_idx))
+
+
+def restrict_pool(table: Any, small: str, large: str) -> Any:
+    """The pool ``[small, large]`` (in that order), on the rows where both outcomes are known."""
+    table = table.select_models([small, large])
+    rows = np.flatnonzero(~np.isnan(table.correct).any(axis=1))
+    if rows.size < table.n_instances:
+        log.info("pool [%s, %s]: %d of %d rows have both outcomes", small, large, rows.size, table.n_instances)
+    if rows.size == 0:
+        raise ValueError(f"no row of {table.source} has outcomes of both {small!r} and {large!r}")
+    return table.subset(rows) if rows.size < table.n_instances else table
 
 
 def embed(cfg: PipelineConfig, prepared: Prepared) -> Prepared:

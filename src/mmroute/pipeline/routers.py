@@ -38,6 +38,9 @@ class RouterRun:
             for name in SUMMARY_METRICS:
                 key = f"{rule}/{name}"
                 out[key] = self.metrics.get(key, float("nan"))
+        for key in ("deferral/auroc", "deferral/hybrid_area"):  # two-model pools ([small, large])
+            if key in self.metrics:
+                out[key] = self.metrics[key]
         return out
 
 
@@ -57,6 +60,11 @@ def log_context(cfg: PipelineConfig, prepared: Prepared, *, step: str, extra_par
         params.update(prepared.pipeline.get_params())
     else:
         params.update({"features.spec": cfg.features, "features.fusion": cfg.fusion})
+    if cfg.small is not None:
+        params.update({"pool.small": cfg.small, "pool.large": cfg.large})
+    if cfg.probes:
+        params.update({"probe.backbone": cfg.probe_backbone, "probe.layer": cfg.probe_layer,
+                       "probe.prefill": cfg.probe_prefill, "probe.token_cap": cfg.probe_token_cap or ""})
     params.update(extra_params or {})
     log_params(params)
     resolved = {"pipeline": cfg.to_dict(), "params": {k: _plain(v) for k, v in params.items()}}
@@ -115,12 +123,19 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
     """
     import mlflow
 
-    from mmroute.routers import create_router
+    from mmroute.routers import create_router, router_class
     from mmroute.routers.experiment import fit_and_evaluate
     from mmroute.tracking import bind_lightning_logger, eval_metrics, log_curves, log_metrics, unbind_lightning_logger
 
     run_id = mlflow.active_run().info.run_id
-    router = create_router(name, **router_overrides(name, cfg))
+    overrides = router_overrides(name, cfg)
+    hidden = router_class(name).reads == "hidden_states"
+    if hidden:
+        if prepared.probe_train_features is None:
+            raise ValueError(f"router {name!r} reads hidden states, but none were extracted: give "
+                             "--probe-backbone PATH --probe-layer L --small MODEL --large MODEL2")
+        overrides.setdefault("backbone", cfg.probe_backbone)
+    router = create_router(name, **overrides)
     router_params = {record.PARAM_ROUTER_NAME: name,
                      **{f"{record.PARAM_ROUTER_PREFIX}{k}": v for k, v in router.get_params().items()}}
     if shared_context:
@@ -132,10 +147,16 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
 
         log_params(router_params)
         mlflow.set_tag(record.TAG_ROUTER, name)
+    train_f, train_t, test_f, test_t = prepared.train_features, prepared.train, prepared.test_features, prepared.test
+    if hidden:
+        from mmroute.pipeline.probe import billed_table
+
+        # Probe routers run the small model on every query: a deferral also pays its prefill.
+        train_f, test_f = prepared.probe_train_features, prepared.probe_test_features
+        train_t, test_t = billed_table(train_t, cfg), billed_table(test_t, cfg)
     bind_lightning_logger(router)
     try:
-        result = fit_and_evaluate(router, prepared.train_features, prepared.train, prepared.test_features,
-                                  prepared.test, rules=tuple(cfg.rules))
+        result = fit_and_evaluate(router, train_f, train_t, test_f, test_t, rules=tuple(cfg.rules))
     finally:
         unbind_lightning_logger(router)
     results = dict(result.results)
@@ -144,11 +165,19 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
                                  record.METRIC_PREDICT_SECONDS: float(result.predict_seconds)}
     for rule, res in results.items():
         metrics.update(eval_metrics(res, rule, best_single_cost=res.singles.best_cost))
+    if cfg.small is not None:
+        from mmroute.pipeline.probe import deferral_metrics
+
+        metrics.update(deferral_metrics(result.perf_pred, test_t.correct))
     log_metrics({k: v for k, v in metrics.items() if v == v})
     log_curves(results)
     log_pareto_plots({name: results}, title_prefix=name)
     if cfg.log_model:
         _log_router(router, name, cfg, prepared, features_uri)
+        if hidden:
+            from mmroute.pipeline.probe import log_probe_model
+
+            log_probe_model(router, cfg, prepared, test_t)
     log.info("%s: %s", name, ", ".join(f"{k}={metrics[k]:.4f}" for k in
                                       (f"{r}/nAUC" for r in results) if k in metrics))
     return RouterRun(router=name, run_id=run_id, results=results, metrics=metrics, fit_seconds=fit_seconds)

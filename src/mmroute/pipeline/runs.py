@@ -73,13 +73,14 @@ def run_train(cfg: PipelineConfig) -> dict[str, Any]:
     """Train and evaluate exactly one router in one run."""
     from mmroute.tracking import setup_tracking
 
-    names = expand_routers(cfg.routers)
+    names = expand_routers(cfg.routers, hidden_states=cfg.probes)
     if len(names) != 1:
         raise ValueError(f"train takes exactly one router, got {names}; use sweep for several")
     setup_tracking(cfg.experiment)
     prepared = prepare(cfg)  # load, validate and split before a run exists
     with _start(names[0], system_metrics=cfg.system_metrics) as run:
         prepared = embed(cfg, prepared)
+        prepared = _hidden_states(cfg, prepared, names)
         features_uri = log_feature_pipeline(prepared.pipeline) if cfg.log_model else None
         done = train_in_active_run(names[0], cfg, prepared, step="train", features_uri=features_uri)
         _log_embed_metrics(prepared)
@@ -91,6 +92,20 @@ def _log_embed_metrics(prepared: Prepared) -> None:
 
     log_metrics({"embed_seconds": prepared.embed_seconds,
                  "features/n_features": prepared.train_features.n_features})
+    if prepared.probe_train_features is not None:
+        log_metrics({"probe_extract_seconds": prepared.probe_seconds,
+                     "probe/hidden_size": prepared.probe_train_features.n_features})
+
+
+def _hidden_states(cfg: PipelineConfig, prepared: Prepared, names: list[str]) -> Prepared:
+    """The small model's hidden states, when a probe router is among ``names``."""
+    from mmroute.routers import router_class
+
+    if not any(router_class(n).reads == "hidden_states" for n in names):
+        return prepared
+    from mmroute.pipeline.probe import hidden_state_features
+
+    return hidden_state_features(cfg, prepared)
 
 
 # ---------------------------------------------------------------- sweep / main
@@ -104,12 +119,13 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
 
     from mmroute.tracking import comparison_frame, log_comparison, setup_tracking
 
-    names = expand_routers(cfg.routers)
+    names = expand_routers(cfg.routers, hidden_states=cfg.probes)
     setup_tracking(cfg.experiment)
     started = time.perf_counter()
     prepared = prepare(cfg)  # load, validate and split before a run exists
     with _start(step, system_metrics=cfg.system_metrics) as parent:
         prepared = embed(cfg, prepared)
+        prepared = _hidden_states(cfg, prepared, names)
         log_context(cfg, prepared, step=step, extra_params={"sweep.routers": names,
                                                              "sweep.select_metric": cfg.select_metric})
         mlflow.log_dict(prepared.table.summary(), record.DATA_SUMMARY)

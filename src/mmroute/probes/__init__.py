@@ -12,7 +12,7 @@ queries it doubts most are deferred to a large model. Stages, one module each:
 - :mod:`~mmroute.probes.train`: the :class:`ProbeRouter` estimator;
 - :mod:`~mmroute.probes.evaluation`: AUROC, hybrid curve, perturbations, leave-one-dataset-out;
 - :mod:`~mmroute.probes.export`: ONNX with a parity check;
-- :mod:`~mmroute.probes.pipeline`: the tracked experiment behind ``mmroute probe train``.
+The tracked experiment behind ``mmroute probe train`` is a recipe: :mod:`mmroute.pipeline.probe`.
 
 Submodules import torch/Lightning; import them directly (this package imports nothing heavy).
 """

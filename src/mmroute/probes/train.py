@@ -124,7 +124,8 @@ class ProbeRouter:
     """A correctness probe for one small model (sklearn-style: config in ``__init__``, state in ``*_``).
 
     Learned attributes: ``net_`` (the trained ``nn.Module``), ``d_in_``, ``best_epoch_``,
-    ``val_auroc_`` (best validation AUROC), ``epochs_`` (epochs run).
+    ``val_auroc_`` (best validation AUROC), ``epochs_`` (epochs run), ``val_rows_`` (the training
+    rows held out for validation, positions in the ``fit`` inputs).
     """
 
     def __init__(self, config: ProbeTrainConfig | None = None, **overrides: Any) -> None:
@@ -215,6 +216,7 @@ class ProbeRouter:
         self.best_epoch_ = keep.best_epoch
         self.val_auroc_ = keep.best
         self.epochs_ = trainer.current_epoch
+        self.val_rows_ = np.sort(val_rows)
         return self
 
     def predict_proba(self, inputs: ProbeInputs) -> np.ndarray:

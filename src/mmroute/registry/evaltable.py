@@ -223,7 +223,7 @@ def load_eval_table(source: str | Path) -> EvalTable:
 def model_pool(model: Any) -> tuple[str, ...]:
     """The model names a loaded mmroute router model routes between."""
     inner = model.unwrap_python_model()
-    if not (hasattr(inner, "predict_arrays") and hasattr(inner, "meta")):
+    if not (hasattr(inner, "models") and hasattr(inner, "meta")):
         raise TypeError(f"not an mmroute router model (got {type(inner).__name__})")
     return tuple(inner.models)
 

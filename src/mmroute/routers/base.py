@@ -94,6 +94,10 @@ class Router(ABC):
     :meth:`write_onnx`
         ``(x_sample, path, opset=, exporter=) -> backend``: write the graph ``x -> (perf, cost)``
         to ``path`` and name the tool used.
+
+    ``reads`` names the input a router needs: ``"features"`` (query embeddings, every router but
+    the probe family) or ``"hidden_states"`` (:class:`~mmroute.routers.probe.ProbeFeatures`: a
+    small model's hidden states; those routers run only when a backbone and layer are given).
     """
 
     name: ClassVar[str] = ""
@@ -101,6 +105,7 @@ class Router(ABC):
     deployable: ClassVar[bool] = False
     blendable: ClassVar[bool] = True
     needs_outcomes: ClassVar[bool] = False
+    reads: ClassVar[str] = "features"
     #: Why a router that is not deployable has no export (used in error messages).
     not_deployable_reason: ClassVar[str] = "it declares no ONNX export (deployable = False)"
 
@@ -266,9 +271,14 @@ def _all() -> dict[str, type[Router]]:
     return {**_builtin(), **_REGISTRY}
 
 
-def list_routers() -> list[str]:
-    """Names of all routers (the built-in zoo and the registered ones), sorted."""
-    return sorted(_all())
+def list_routers(reads: str | None = "features") -> list[str]:
+    """Names of the routers (the built-in zoo and the registered ones) that read ``reads``
+    (None: all of them), sorted.
+
+    The default lists the routers that run on query features; ``"hidden_states"`` the probe
+    routers (:mod:`mmroute.routers.probe`), which need a backbone's hidden states.
+    """
+    return sorted(n for n, cls in _all().items() if reads is None or cls.reads == reads)
 
 
 def router_class(name: str) -> type[Router]:

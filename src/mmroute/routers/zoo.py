@@ -10,6 +10,7 @@ from __future__ import annotations
 from mmroute.routers.base import Router
 from mmroute.routers.ensemble import EnsembleRouter
 from mmroute.routers.neural import CMRRouter, FusionMFRouter, MLPMFRouter, MLPRouter
+from mmroute.routers.probe import AttentionProbeRouter, MLPProbeRouter, ReLopeRouter
 from mmroute.routers.nonparametric import (
     KMeansAdaptiveRouter,
     KMeansRouter,
@@ -37,4 +38,8 @@ BUILTIN_ROUTERS: tuple[type[Router], ...] = (
     # mmroute's own
     FusionMFRouter,
     EnsembleRouter,
+    # probe routers on a small model's hidden states (reads = "hidden_states")
+    MLPProbeRouter,
+    AttentionProbeRouter,
+    ReLopeRouter,
 )

@@ -307,3 +307,102 @@ def experiment_from_dict(values: dict[str, Any]) -> ProbeExperiment:
     if unknown:
         raise ValueError(f"unknown probe experiment fields {unknown}; valid: {sorted(known)}")
     return ProbeExperiment(**values)
+
+
+# ------------------------------------------------------------------ probe routers in a sweep
+def probe_cache_root(cfg: Any) -> Path:
+    """Where a pipeline's hidden states go: ``cfg.probe_cache`` or a folder of the cache root named
+    by the backbone identity (path, layer, token cap, dtype), so that runs on one backbone share it."""
+    import hashlib
+
+    if cfg.probe_cache:
+        return Path(cfg.probe_cache)
+    from mmroute._paths import default_cache_dir
+
+    identity = json.dumps([str(Path(cfg.probe_backbone).resolve()) if Path(cfg.probe_backbone).exists()
+                           else cfg.probe_backbone, cfg.probe_layer, cfg.probe_token_cap, cfg.probe_dtype])
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    return root / "probe-states" / hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def hidden_state_features(cfg: Any, prepared: Any, *, backbone: Any = None, builder: Any = None) -> Any:
+    """Extract the small model's hidden states of the train and test rows (cached) and set
+    ``prepared.probe_train_features`` / ``probe_test_features`` (:class:`ProbeFeatures`).
+
+    The backbone (``cfg.probe_backbone``, a local path) runs up to layer ``cfg.probe_layer``;
+    ``backbone``/``builder`` may be passed in (tests, notebooks) instead of loading it.
+    """
+    from mmroute.probes.extract import extract_hidden_states
+    from mmroute.routers.probe import ProbeFeatures
+
+    start = time.perf_counter()
+    if backbone is None:
+        from mmroute.probes.inputs import load_backbone
+
+        backbone, builder = load_backbone(cfg.probe_backbone, token_cap=cfg.probe_token_cap, dtype=cfg.probe_dtype)
+    root = probe_cache_root(cfg)
+    info = {"model": cfg.probe_backbone, "token_cap": cfg.probe_token_cap}
+    feats = {}
+    for side, table in (("train", prepared.train), ("test", prepared.test)):
+        cache = extract_hidden_states(backbone, builder, table, root / side, layer=cfg.probe_layer,
+                                      batch_size=cfg.probe_batch_size, accelerator=_accelerator(cfg),
+                                      info=info)
+        feats[side] = ProbeFeatures.from_cache(cache, table.ids, backbone=backbone)
+    prepared.probe_train_features, prepared.probe_test_features = feats["train"], feats["test"]
+    prepared.probe_seconds = time.perf_counter() - start
+    log.info("hidden states of %d + %d rows (layer %d of %s) in %.1f s, cached under %s", len(prepared.train),
+             len(prepared.test), cfg.probe_layer, cfg.probe_backbone, prepared.probe_seconds, root)
+    return prepared
+
+
+def _accelerator(cfg: Any) -> str:
+    return "cpu" if cfg.device == "cpu" else "auto"
+
+
+def billed_table(table: OutcomeTable, cfg: Any) -> OutcomeTable:
+    """``table`` (pool ``[small, large]``) with the probe routers' billed costs
+    (:func:`mmroute.probes.costs.deferral_costs`: a deferred query also pays the small model's prefill)."""
+    from mmroute.probes.costs import deferral_costs
+
+    return dataclasses.replace(table, cost=deferral_costs(table, cfg.small, cfg.large, cfg.probe_prefill))
+
+
+def deferral_metrics(perf: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+    """AUROC and hybrid-curve area of any router on a two-model pool ``[small, large]``.
+
+    The deferral score is ``perf[:, 0] - perf[:, 1]`` (how much better the small model is predicted
+    to be; for probe routers the predicted correctness up to a constant), so query-only routers
+    and probe routers are ranked on one scale. ``deferral/auroc`` is the AUROC of ``perf[:, 0]``
+    against the small model's outcome. Missing outcomes: rows dropped.
+    """
+    keep = ~np.isnan(correct).any(axis=1)
+    score = perf[keep, 0] - perf[keep, 1]
+    curve = hybrid_curve(score, correct[keep, 0], correct[keep, 1])
+    refs = reference_curves(correct[keep, 0], correct[keep, 1])
+    return {"deferral/auroc": auroc(correct[keep, 0], perf[keep, 0]), "deferral/hybrid_area": curve.area,
+            "deferral/random_area": refs["random"].area, "deferral/oracle_area": refs["oracle"].area,
+            **{f"deferral/acc_at_{h:g}": curve.at(h) for h in READOUT_RATIOS}}
+
+
+def log_probe_model(router: Any, cfg: Any, prepared: Any, test_table: OutcomeTable) -> Any:
+    """Log the served probe model (logged model ``router``, raw queries in) and the gate's
+    evaluation table of the test rows (``eval/eval_table.npz``: raw texts and images, outcomes and
+    billed costs) into the active run, so that the registry can register and gate it."""
+    import tempfile
+
+    import mlflow
+
+    from mmroute.export.probe_pyfunc import log_probe_router_model
+    from mmroute.registry.evaltable import save_eval_table
+    from mmroute.tracking.record import EVAL_TABLE
+
+    info = log_probe_router_model(router, test_table.models, backbone=cfg.probe_backbone,
+                                  serve_backbone=cfg.probe_serve_backbone, token_cap=cfg.probe_token_cap,
+                                  storage_dtype=router.storage_dtype_)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Raw rows only: the gate scores every version with its own served model on them.
+        path = save_eval_table(Path(tmp) / Path(EVAL_TABLE).name, None, test_table, raw=True)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(EVAL_TABLE).parent))
+    mlflow.set_tags({"mmroute.export.backend": "probe head (torch.onnx dynamo) + backbone (transformers)",
+                     "mmroute.flavour": "probe"})
+    return info
