@@ -84,7 +84,7 @@ def test_raw_text_requests_get_deferral_decisions(server, served):
     texts = [str(q) for q in table.questions[:6]]
     expected = router.predict_correctness(feats.subset(np.arange(6)))
     status, body = _request(f"{base}/invocations", {
-        "dataframe_records": [{"text": t, "id": f"q{i}"} for i, t in enumerate(texts)]})
+        "dataframe_records": [{"question": t, "id": f"q{i}"} for i, t in enumerate(texts)]})
     assert status == 200, body
     rows = json.loads(body)["predictions"]
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(6)]
@@ -94,7 +94,7 @@ def test_raw_text_requests_get_deferral_decisions(server, served):
         assert r["model"] == ("large" if r["defer"] else "small")
     for params, threshold in (({"defer_share": 0.3}, router.threshold(defer_share=0.3)),
                               ({"threshold": 0.5}, 0.5)):
-        status, body = _request(f"{base}/invocations", {"dataframe_records": [{"text": t} for t in texts],
+        status, body = _request(f"{base}/invocations", {"dataframe_records": [{"question": t} for t in texts],
                                                         "params": params})
         assert status == 200, body
         rows = json.loads(body)["predictions"]
@@ -103,13 +103,13 @@ def test_raw_text_requests_get_deferral_decisions(server, served):
 
 
 @pytest.mark.parametrize("payload, message", [
-    ({"dataframe_records": [{"question": "the cat"}]}, "missing the column 'text'"),
-    ({"dataframe_records": [{"text": ""}]}, "non-empty string"),
-    ({"dataframe_records": [{"text": "the cat", "image": "aGVsbG8="}]}, "reads text only"),
-    ({"dataframe_records": [{"text": "the cat"}], "params": {"defer_share": 1.5}}, "expected a share in [0, 1]"),
-    ({"dataframe_records": [{"text": "the cat"}], "params": {"defer_share": 0.2, "threshold": 0.4}},
+    ({"dataframe_records": [{"text": "the cat"}]}, "question"),
+    ({"dataframe_records": [{"question": ""}]}, "non-empty string"),
+    ({"dataframe_records": [{"question": "the cat", "image": "aGVsbG8="}]}, "reads text only"),
+    ({"dataframe_records": [{"question": "the cat"}], "params": {"defer_share": 1.5}}, "expected a share in [0, 1]"),
+    ({"dataframe_records": [{"question": "the cat"}], "params": {"defer_share": 0.2, "threshold": 0.4}},
      "give at most one of"),
-    ({"dataframe_records": [{"text": "the cat"}], "params": {"target_accuracy": 2.0}}, "not reachable"),
+    ({"dataframe_records": [{"question": "the cat"}], "params": {"target_accuracy": 2.0}}, "not reachable"),
     ("{not json", ""),
 ])
 def test_bad_payloads_get_4xx_and_the_server_stays_up(server, payload, message):
