@@ -12,7 +12,13 @@ queries it doubts most are deferred to a large model. Stages, one module each:
 - :mod:`~mmroute.probes.train`: the :class:`ProbeRouter` estimator;
 - :mod:`~mmroute.probes.evaluation`: AUROC, hybrid curve, perturbations, leave-one-dataset-out;
 - :mod:`~mmroute.probes.export`: ONNX with a parity check;
-The tracked experiment behind ``mmroute probe train`` is a recipe: :mod:`mmroute.pipeline.probe`.
+- :mod:`~mmroute.probes.forward`: the backbone run up to layer ``l`` (torch only; serving uses it);
+- :mod:`~mmroute.probes.costs` / :mod:`~mmroute.probes.deferral`: billed costs (a deferral pays the
+  small model's prefill) and deferral thresholds calibrated on training rows.
+
+The routers of the registry built on these heads are :mod:`mmroute.routers.probe`; the served
+model is :mod:`mmroute.export.probe_pyfunc`; the tracked experiment behind ``mmroute probe train``
+and the probe stage of sweeps are recipes: :mod:`mmroute.pipeline.probe`.
 
 Submodules import torch/Lightning; import them directly (this package imports nothing heavy).
 """

@@ -25,7 +25,7 @@ from mmroute.probes.forward import Captured, pack_batch, run_to_layer
 from mmroute.probes.inputs import TableItems
 
 __all__ = ["Captured", "run_to_layer", "ExtractionModule", "ShardWriter", "extract_hidden_states",
-           "Collate"]
+           "Collate", "extraction_throughput"]
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +165,42 @@ def extract_hidden_states(model: nn.Module, builder: Any, table: OutcomeTable, o
 def _spawned(trainer: Any) -> bool:
     # After a spawn/fork-based run only the launching process continues, without a process group.
     return getattr(trainer.strategy, "_start_method", "popen") != "popen"
+
+
+def extraction_throughput(model: nn.Module, builder: Any, table: OutcomeTable, *, layer: int,
+                          batch_size: int = 8, dtype: str = "float16", accelerator: str = "auto",
+                          devices: int | str = 1, precision: Any = None, warmup_rows: int | None = None,
+                          work_dir: str | Path | None = None) -> dict[str, Any]:
+    """Extraction speed: rows per second of :func:`extract_hidden_states` over ``table``'s rows.
+
+    One warm-up pass over the first ``warmup_rows`` rows (default: one batch; kernels, allocator,
+    lazy imports) is not timed; the timed pass extracts every row into a fresh cache (written under
+    ``work_dir``, default a temporary directory, removed afterwards). ``precision`` (e.g.
+    ``"bf16-mixed"``) and ``dtype`` (cache storage) are the GPU options; the model's own dtype is
+    whatever it was loaded with (``load_backbone(..., dtype="bfloat16")``).
+
+    Returns ``{"rows", "seconds", "rows_per_s", "batch_size", "tokens", "tokens_per_s", "layer",
+    "accelerator", "precision", "device"}``.
+    """
+    import shutil
+    import tempfile
+    import time
+
+    root = Path(tempfile.mkdtemp(prefix="mmroute-extract-", dir=work_dir))
+    try:
+        n_warm = min(table.n_instances, warmup_rows if warmup_rows is not None else batch_size)
+        kwargs = dict(layer=layer, batch_size=batch_size, dtype=dtype, accelerator=accelerator, devices=devices,
+                      precision=precision, overwrite=True)
+        if n_warm:
+            extract_hidden_states(model, builder, table, root / "warmup", rows=list(range(n_warm)), **kwargs)
+        start = time.perf_counter()
+        cache = extract_hidden_states(model, builder, table, root / "timed", **kwargs)
+        seconds = time.perf_counter() - start
+        tokens = int(cache.lengths(cache.ids).sum())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    device = next(model.parameters()).device
+    return {"rows": table.n_instances, "seconds": round(seconds, 3),
+            "rows_per_s": round(table.n_instances / seconds, 2), "batch_size": batch_size, "tokens": tokens,
+            "tokens_per_s": round(tokens / seconds, 1), "layer": layer, "accelerator": accelerator,
+            "precision": precision, "device": str(device), "model_dtype": str(next(model.parameters()).dtype)}
