@@ -96,3 +96,36 @@ def test_a_promotion_failing_midway_leaves_aliases_and_tags_as_they_were(sweep):
     assert dict(client.get_model_version(name, "2").tags) == v2_tags
     # The same promotion with a healthy client goes through.
     assert promote(name, to=PRODUCTION, eval_table=sweep["eval_table"]).version == "2"
+
+
+@pytest.mark.slow
+def test_concurrent_promoters_serialise_and_leave_a_consistent_registry(sweep, store):
+    from concurrency_helpers import check_consistent, run_promoters
+
+    name = "contested-router"
+    for source in ("bad", "good", "bad", "good"):
+        register_best(sweep[source], name)
+    results = run_promoters(store, name, ["1", "2", "3", "4"], sweep["eval_table"])
+    order = check_consistent(MlflowClient(), name, results)
+    assert len(order) == 4  # nobody waited longer than the lock allows on a local store
+
+
+def test_a_promoter_finding_the_lock_held_waits_then_fails_clearly(sweep, monkeypatch):
+    from mmroute.registry import PromotionBusy
+    from mmroute.registry.lock import RegistryLock
+
+    name = "locked-router"
+    register_and_stage(sweep["good"], name)
+    client = MlflowClient()
+    monkeypatch.setenv("MMROUTE_LOCK_WAIT_S", "0.5")
+    with RegistryLock(client, name):
+        with pytest.raises(PromotionBusy, match=r"another promotion of 'locked-router' is in progress .*held by"):
+            promote(name, to=PRODUCTION, eval_table=sweep["eval_table"], client=client)
+    assert PRODUCTION not in _aliases(name)
+    assert "promoted_to_production_at" not in client.get_model_version(name, "1").tags
+    # An abandoned lock (its holder was killed) is broken once its lease is over.
+    stale = RegistryLock(client, name, lease_s=0.0)
+    stale.acquire()
+    assert promote(name, to=PRODUCTION, eval_table=sweep["eval_table"], client=client).version == "1"
+    with pytest.raises(PromotionBusy, match="lost the promotion lock"):
+        stale.verify()

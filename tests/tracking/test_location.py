@@ -88,3 +88,79 @@ def test_setup_creates_experiment_with_local_artifact_root(tmp_path, monkeypatch
     assert Path(run.info.artifact_uri.replace("file://", "")).is_relative_to(tmp_path.resolve() / "mlartifacts")
     assert (tmp_path / "mlflow.db").is_file()
     assert setup_tracking("unit")[1] == exp_id  # reused, not duplicated
+
+
+class _FailingAPI(__import__("http.server").server.BaseHTTPRequestHandler):
+    """Answers /health like a live MLflow server, but every API call with 503 (a broken backend)."""
+
+    calls: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        type(self).calls.append(self.path)
+        ok = self.path == "/health"
+        body = b"OK" if ok else b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "database down"}'
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def failing_server():
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingAPI)
+    _FailingAPI.calls = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_up_but_failing_fails_in_seconds_before_any_work(failing_server, monkeypatch, capsys):
+    import time
+
+    from mmroute.cli import main
+
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match=r"answered HTTP 503 on /api/2\.0/mlflow/experiments/search"):
+        check_tracking_uri(failing_server, timeout=2)
+    assert time.monotonic() - started < 10
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", failing_server)
+    started = time.monotonic()
+    assert main(["train", "--router", "linear", "--data", "synthetic:n=40,seed=0"]) == 3
+    assert time.monotonic() - started < 15
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tracking unavailable" in err[0] and "HTTP 503" in err[0], err
+    assert all(path.startswith(("/health", "/api/2.0/mlflow/experiments/search")) for path in _FailingAPI.calls)
+
+
+def test_two_first_runs_on_a_new_sqlite_store_both_succeed(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    start = time.time() + 6  # both interpreters are past their imports by then
+    code = ("import sys, time; from mmroute.cli import main; time.sleep(max(0, float(sys.argv[1]) - time.time())); "
+            "sys.exit(main(['prepare', '--data', 'synthetic:n=30,seed=0']))")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(start)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1])["step"] == "prepare"
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]

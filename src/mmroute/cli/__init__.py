@@ -11,12 +11,15 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from mmroute import __version__
 
+if TYPE_CHECKING:
+    from mmroute.tracking.processes import Stopped
+
 # Module names under mmroute.cli, in help order.
-COMMANDS = ["data", "embed", "pipeline", "registry", "route", "probe", "benchmark"]
+COMMANDS = ["data", "embed", "pipeline", "registry", "route", "probe", "benchmark", "runs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from mmroute.tracking.processes import Stopped, stop_on_signals
+
     try:
-        return int(args.func(args) or 0)
+        with stop_on_signals():
+            try:
+                return int(args.func(args) or 0)
+            except Stopped as stop:
+                return _stopped(args.command, stop)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
         # User errors: one clear line, non-zero exit, no traceback (use -v for one).
         if args.verbose:
@@ -52,6 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"mmroute {args.command}: error: {msg}", file=sys.stderr)
         return 1
+
+
+def _stopped(command: str, stop: Stopped) -> int:
+    """SIGINT/SIGTERM: close this process's open runs as KILLED, say so in one line, exit 128+N."""
+    from mmroute.tracking.processes import mark_stopped_runs, release_interrupted
+
+    release_interrupted(stop)
+    try:
+        marked = mark_stopped_runs(stop)
+        note = f"{len(marked)} open run(s) marked KILLED" if marked else "no open runs"
+    except Exception as exc:  # noqa: BLE001 - the store may be what failed; still exit cleanly
+        note = f"could not mark its runs KILLED ({type(exc).__name__}); run `mmroute runs cleanup`"
+    print(f"mmroute {command}: stopped by {stop.signame}; {note}", file=sys.stderr)
+    return stop.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,10 +100,11 @@ def register(subparsers: Any) -> None:
 def _tracking() -> None:
     import mlflow
 
-    from mmroute.tracking import check_tracking_uri, resolve_tracking_uri
+    from mmroute.tracking import check_tracking_uri, prepare_store, resolve_tracking_uri
 
     location = resolve_tracking_uri()
     check_tracking_uri(location.uri)
+    prepare_store(location.uri)
     mlflow.set_tracking_uri(location.uri)
     mlflow.set_registry_uri(location.uri)
 
@@ -133,7 +134,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from mmroute.registry import PromotionRefused, promote
+    from mmroute.registry import PromotionBusy, PromotionRefused, promote
 
     _tracking()
     eval_table = args.eval_table
@@ -147,15 +148,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
     except PromotionRefused as exc:
         print(f"mmroute promote: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except PromotionBusy as exc:
+        print(f"mmroute promote: error: {exc}", file=sys.stderr)
+        return 1
     _print(result.to_dict())
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from mmroute.registry import rollback
+    from mmroute.registry import PromotionBusy, rollback
 
     _tracking()
-    _print(rollback(args.model).to_dict())
+    try:
+        _print(rollback(args.model).to_dict())
+    except PromotionBusy as exc:
+        print(f"mmroute rollback: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -181,10 +181,10 @@ def run_probe_experiment(cfg: ProbeExperiment, *, table: OutcomeTable | None = N
         if cfg.tracking:
             import mlflow
 
-            from mmroute.tracking import run_tags, setup_tracking
+            from mmroute.tracking import run_tags, setup_tracking, start_run
 
             setup_tracking(cfg.experiment)
-            parent = stack.enter_context(mlflow.start_run(run_name="probe"))
+            parent = stack.enter_context(start_run(run_name="probe"))
             mlflow.set_tags(run_tags(step="probe", extra={"mmroute.probe.small": cfg.small}))
             from mmroute.tracking import log_params
 
@@ -203,9 +203,9 @@ def run_probe_experiment(cfg: ProbeExperiment, *, table: OutcomeTable | None = N
             if parent is not None:
                 import mlflow
 
-                from mmroute.tracking import run_logger
+                from mmroute.tracking import run_logger, start_run
 
-                head_ctx = mlflow.start_run(run_name=head, nested=True)
+                head_ctx = start_run(run_name=head, nested=True)
             with head_ctx as run:
                 if run is not None:
                     logger = run_logger(run.info.run_id)

@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def _start(run_name: str, *, nested: bool = False, system_metrics: bool = False):
-    import mlflow
+    from mmroute.tracking import start_run  # tagged with host and pid, closed KILLED on a stop
 
-    return mlflow.start_run(run_name=run_name, nested=nested, log_system_metrics=system_metrics or None)
+    return start_run(run_name, nested=nested, log_system_metrics=system_metrics or None)
 
 
 def _headline(metrics: dict[str, float], rules) -> dict[str, float]:

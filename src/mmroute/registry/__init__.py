@@ -11,6 +11,7 @@ from mmroute.registry.stages import (
     PRODUCTION,
     STAGES,
     STAGING,
+    PromotionBusy,
     PromotionRefused,
     PromotionResult,
     promote,
@@ -20,6 +21,6 @@ from mmroute.registry.stages import (
 from mmroute.registry.versions import DEFAULT_METRIC, find_router_model, register_best, select_run, status
 
 __all__ = ["DEFAULT_METRIC", "EvalTable", "PREVIOUS_PRODUCTION", "PRODUCTION", "STAGES", "STAGING",
-           "PromotionRefused", "PromotionResult", "find_router_model", "load_eval_table", "promote",
+           "PromotionBusy", "PromotionRefused", "PromotionResult", "find_router_model", "load_eval_table", "promote",
            "register_and_stage", "register_best", "rollback", "save_eval_table", "score_model", "select_run",
            "status"]

@@ -9,6 +9,11 @@ refused. It goes ahead only if the candidate beats production by at least ``min_
 production version keeps the ``previous-production`` alias (and a tag on the new one) so that
 :func:`rollback` can restore it. Every change goes through a small undo log: a promotion that
 fails midway puts aliases and tags back as they were.
+
+Promotions and rollbacks of one registered model are serialised across processes and machines by
+:class:`~mmroute.registry.lock.RegistryLock`: the current aliases are read, the gate run and the
+aliases moved while holding it, so concurrent promoters each see the outcome of the one before
+(no lost update, no version tagged with a promotion that did not stick).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mmroute.registry.lock import PromotionBusy, RegistryLock
 from mmroute.registry.versions import DEFAULT_METRIC, get_client, register_best
 
-__all__ = ["STAGING", "PRODUCTION", "PREVIOUS_PRODUCTION", "STAGES", "PromotionRefused",
+__all__ = ["STAGING", "PRODUCTION", "PREVIOUS_PRODUCTION", "STAGES", "PromotionRefused", "PromotionBusy",
            "PromotionResult", "promote", "rollback", "register_and_stage"]
 
 log = logging.getLogger(__name__)
@@ -123,7 +129,10 @@ class _Changes:
                                f"restore: {'; '.join(failures)}")
 
 
-def _apply(client: Any, name: str, body: Callable[[_Changes], PromotionResult]) -> PromotionResult:
+def _apply(client: Any, name: str, body: Callable[[_Changes], PromotionResult],
+           lock: RegistryLock | None = None) -> PromotionResult:
+    if lock is not None:
+        lock.verify()  # a holder that outlived its lease must not write
     changes = _Changes(client, name)
     try:
         return body(changes)
@@ -245,6 +254,14 @@ def promote(model_name: str, version: str | int | None = None, *, to: str = STAG
     if to not in STAGES:
         raise ValueError(f"unknown stage {to!r}; expected one of {list(STAGES)}")
     client = get_client(client, tracking_uri)
+    client.get_registered_model(model_name)  # an unknown model fails before any lock is taken
+    with RegistryLock(client, model_name) as lock:
+        return _promote_locked(client, lock, model_name, version, to=to, eval_table=eval_table,
+                               metric=metric, min_delta=min_delta)
+
+
+def _promote_locked(client: Any, lock: RegistryLock, model_name: str, version: str | int | None, *,
+                    to: str, eval_table: Any, metric: str, min_delta: float) -> PromotionResult:
     version = _resolve_version(client, model_name, version, to)
 
     if to == STAGING:
@@ -253,7 +270,7 @@ def promote(model_name: str, version: str | int | None = None, *, to: str = STAG
             ch.set_alias(STAGING, version)
             ch.set_version_tag(version, "promoted_to_staging_at", _now())
             return PromotionResult(model_name, version, STAGING, previous)
-        result = _apply(client, model_name, to_staging)
+        result = _apply(client, model_name, to_staging, lock)
         log.info("%s version %s is now %s", model_name, version, STAGING)
         return result
 
@@ -279,7 +296,7 @@ def promote(model_name: str, version: str | int | None = None, *, to: str = STAG
         ch.set_version_tag(version, "promoted_to_production_at", _now())
         ch.set_version_tag(version, "gate", _gate_text(gate))
         return PromotionResult(model_name, version, PRODUCTION, current, gate)
-    result = _apply(client, model_name, to_production)
+    result = _apply(client, model_name, to_production, lock)
     log.info("%s version %s is now %s (was %s)", model_name, version, PRODUCTION, current)
     return result
 
@@ -297,6 +314,12 @@ def rollback(model_name: str, *, client: Any = None, tracking_uri: str | None = 
     to the restored version's own predecessor when one was recorded, so rollbacks can be chained.
     """
     client = get_client(client, tracking_uri)
+    client.get_registered_model(model_name)
+    with RegistryLock(client, model_name) as lock:
+        return _rollback_locked(client, lock, model_name)
+
+
+def _rollback_locked(client: Any, lock: RegistryLock, model_name: str) -> PromotionResult:
     aliases = {a: str(v) for a, v in (client.get_registered_model(model_name).aliases or {}).items()}
     if PREVIOUS_PRODUCTION not in aliases:
         raise ValueError(f"{model_name!r} has no {PREVIOUS_PRODUCTION!r} version to roll back to")
@@ -314,7 +337,7 @@ def rollback(model_name: str, *, client: Any = None, tracking_uri: str | None = 
         if current is not None:
             ch.set_version_tag(current, "rolled_back_at", _now())
         return PromotionResult(model_name, restored, PRODUCTION, current)
-    result = _apply(client, model_name, body)
+    result = _apply(client, model_name, body, lock)
     log.info("%s rolled back: production %s -> %s", model_name, current, restored)
     return result
 
@@ -324,4 +347,9 @@ def register_and_stage(run_id: str, model_name: str, *, metric: str = DEFAULT_ME
     """Register the best router of sweep ``run_id`` and point ``staging`` at it (how ``main`` ends)."""
     client = get_client(client, tracking_uri)
     version = register_best(run_id, model_name, metric=metric, client=client)
-    return promote(model_name, version.version, to=STAGING, client=client)
+    try:
+        return promote(model_name, version.version, to=STAGING, client=client)
+    except BaseException:  # a failure or a stop (SIGTERM) before staging: leave no half-registered version
+        log.warning("staging %s version %s failed; deleting that version", model_name, version.version)
+        client.delete_model_version(model_name, version.version)
+        raise

@@ -5,7 +5,9 @@
 - :mod:`~mmroute.tracking.records`: params, tags, final metrics (naming scheme in its docstring),
   curve CSVs, split ids, dataset inputs;
 - :mod:`~mmroute.tracking.lightning`: Lightning's ``MLFlowLogger`` bound to the active run;
-- :mod:`~mmroute.tracking.compare`: the comparison table and best child of a sweep.
+- :mod:`~mmroute.tracking.compare`: the comparison table and best child of a sweep;
+- :mod:`~mmroute.tracking.processes`: runs tagged with their host and pid, closed ``KILLED`` on
+  SIGINT/SIGTERM, and orphaned runs of dead processes found and closed.
 
 MLflow itself is imported inside the functions, so importing this package stays cheap.
 """
@@ -18,9 +20,11 @@ from mmroute.tracking.location import (
     TrackingLocation,
     TrackingUnavailableError,
     check_tracking_uri,
+    prepare_store,
     resolve_tracking_uri,
     setup_tracking,
 )
+from mmroute.tracking.processes import Stopped, mark_stopped_runs, start_run, stop_on_signals
 from mmroute.tracking.records import (
     BUDGET_FRACTIONS,
     curve_readout,
@@ -43,6 +47,6 @@ __all__ = [
     "TrackingLocation", "TrackingUnavailableError", "bind_lightning_logger", "check_tracking_uri",
     "comparison_frame", "curve_readout", "eval_metrics", "finite_metrics", "flatten_params",
     "git_commit", "log_comparison", "log_curves", "log_metrics", "log_params", "log_split_ids",
-    "log_table_input", "metric_key", "pick_best", "resolve_tracking_uri", "run_logger", "run_tags",
-    "setup_tracking", "table_frame", "unbind_lightning_logger",
+    "log_table_input", "mark_stopped_runs", "metric_key", "pick_best", "prepare_store", "resolve_tracking_uri", "run_logger", "run_tags",
+    "setup_tracking", "start_run", "stop_on_signals", "Stopped", "table_frame", "unbind_lightning_logger",
 ]

@@ -3,8 +3,13 @@
 Without ``MLFLOW_TRACKING_URI`` mmroute records into ``sqlite:///<cwd>/mlflow.db`` with artifacts in
 ``<cwd>/mlartifacts`` (MLflow >= 3.13 no longer accepts the old ``./mlruns`` file store as a
 default). Anything MLflow accepts works otherwise, e.g. a shared ``mlflow server`` (see
-:data:`SERVER_HOWTO`). A tracking server that cannot be reached is detected with one short request
-*before* any data is loaded or any router trained, so a typo in the URI costs seconds, not a run.
+:data:`SERVER_HOWTO`). A tracking server that cannot be reached, or that answers ``/health`` but
+fails its API (HTTP 5xx, a broken backend database), is detected with a few short requests *before*
+any data is loaded or any router trained, so a typo in the URI costs seconds, not a run.
+
+A new local sqlite store is created (MLflow runs its schema migrations) by one process at a time,
+under a file lock beside the database (:func:`prepare_store`): two first runs started together on a
+new store both succeed instead of racing through the migrations.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ __all__ = [
     "TrackingLocation",
     "resolve_tracking_uri",
     "check_tracking_uri",
+    "prepare_store",
     "setup_tracking",
     "DEFAULT_EXPERIMENT",
     "SERVER_HOWTO",
@@ -91,8 +97,10 @@ def resolve_tracking_uri(cwd: str | os.PathLike | None = None,
 def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast, with a clear message, when ``uri`` cannot be used.
 
-    http(s): one GET on ``/health`` (no retries, ``timeout`` seconds); sqlite: the database's
-    directory must exist and be writable; postgresql/mysql: one connection attempt with a
+    http(s): a GET on ``/health``, then one real API call (search one experiment), each with a
+    ``timeout``-second limit and two quick retries on a 5xx or a dropped connection, so a server
+    that is up but failing is reported in seconds; sqlite: the database's directory must exist and
+    be writable; postgresql/mysql: one connection attempt with a
     ``timeout``-second connect timeout. Other schemes are left to MLflow.
 
     Raises
@@ -138,6 +146,7 @@ def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | No
     location = resolve_tracking_uri(cwd)
     if check:
         check_tracking_uri(location.uri, timeout=timeout)
+    prepare_store(location.uri)
     mlflow.set_tracking_uri(location.uri)
     client = MlflowClient(location.uri)
     run_id = os.environ.get("MLFLOW_RUN_ID")
@@ -163,6 +172,41 @@ def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | No
     mlflow.set_experiment(experiment_id=experiment_id)
     log.info("tracking to %s, experiment id %s", location.uri, experiment_id)
     return location, experiment_id
+
+
+def prepare_store(uri: str, *, timeout: float = 600.0) -> None:
+    """Create and migrate a local sqlite store once, under ``<db>.lock`` (other URIs: nothing).
+
+    MLflow creates the schema of a new database the first time a client opens it; two processes
+    doing that at once both run the migrations and one fails ("duplicate column name"). Here the
+    first process to take the lock creates the store; the others wait, then find it complete. In a
+    directory where no lock file can be written nothing can be created either, so the store is left
+    to MLflow as it is (read-only use).
+    """
+    if _scheme(uri) != "sqlite":
+        return
+    db = _sqlite_path(uri)
+    if db is None:
+        return
+    from filelock import FileLock, Timeout
+    from mlflow import MlflowClient
+
+    try:
+        lock = FileLock(str(db) + ".lock", timeout=timeout)
+        lock.acquire()
+    except Timeout as exc:
+        raise TrackingUnavailableError(
+            f"tracking URI {uri!r}: another process held {db}.lock for {timeout:g} s while creating the "
+            "store; is it stuck?") from exc
+    except OSError as exc:
+        log.debug("no lock file beside %s (%s): using the store as it is", db, exc)
+        return
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)  # tables and migrations, once
+        # The registry store checks its tables separately; open it too, still under the lock.
+        MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------- helpers
@@ -204,18 +248,46 @@ def _sqlite_path(uri: str) -> Path | None:
 
 def _check_http(uri: str, timeout: float) -> None:
     import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
 
-    url = uri.rstrip("/") + "/health"
-    try:
-        response = requests.get(url, timeout=timeout)
-    except requests.RequestException as exc:
-        raise TrackingUnavailableError(
-            f"tracking server {uri!r} is unreachable ({type(exc).__name__}: {exc}); start it "
-            "(mlflow server ...) or unset MLFLOW_TRACKING_URI to record into ./mlflow.db") from exc
-    if response.status_code != 200:
-        raise TrackingUnavailableError(
-            f"tracking server {uri!r} answered HTTP {response.status_code} on {url}; expected 200 "
-            "from an MLflow tracking server")
+    base = uri.rstrip("/")
+    session = requests.Session()
+    # A couple of quick retries for a server that is starting or briefly overloaded, no more:
+    # MLflow's own client retries for about a minute before failing.
+    retry = Retry(total=2, connect=2, read=2, status=2, backoff_factor=0.25,
+                  status_forcelist=(500, 502, 503, 504), allowed_methods=("GET",), raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    checks = (("/health", None),
+              ("/api/2.0/mlflow/experiments/search", {"max_results": 1}))
+    with session:
+        for path, params in checks:
+            url = base + path
+            try:
+                response = session.get(url, params=params, timeout=timeout, headers=_auth_headers())
+            except requests.RequestException as exc:
+                raise TrackingUnavailableError(
+                    f"tracking server {uri!r} is unreachable ({type(exc).__name__} on {path}); start it "
+                    "(mlflow server ...) or unset MLFLOW_TRACKING_URI to record into ./mlflow.db") from exc
+            if response.status_code != 200:
+                detail = " ".join(response.text.split())[:200]
+                raise TrackingUnavailableError(
+                    f"tracking server {uri!r} answered HTTP {response.status_code} on {path} (expected 200 "
+                    f"from an MLflow tracking server){': ' + detail if detail else ''}")
+
+
+def _auth_headers() -> dict[str, str]:
+    # The same credentials MLflow's client would send (basic auth or a bearer token), if any.
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    if user and password:
+        import base64
+
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
 
 
 def _check_database(uri: str, timeout: float) -> None:
