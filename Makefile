@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --dist loadfile
 EXPERIMENT ?= mmroute
 
-.PHONY: install java run test bench clean
+.PHONY: install java run test bench clean server server-stop
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ run: install
 
 test: install java
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A throwaway team server on loopback (PostgreSQL + mlflow server): prints the env lines to use it.
+server: install
+	PYTHON=$(BIN)/python scripts/mlflow_server.sh start
+
+server-stop:
+	PYTHON=$(BIN)/python scripts/mlflow_server.sh stop
 
 bench: install
 	$(BIN)/python bench/sweep.py

@@ -6,6 +6,9 @@ waits for ``/health``, loads ``#/experiments/<id>`` in headless Chromium (Debian
 ``{"png": ..., "bytes": ..., "url": ..., "experiment_id": ..., "n_runs": ..., "seconds": ...}``.
 
     python bench/ui_screenshot.py --store sqlite:///mlflow.db --out docs/mlflow-ui.png
+    python bench/ui_screenshot.py --store http://127.0.0.1:5000 --out ui.png   # a running server
+
+With an ``http(s)://`` store the running tracking server's own UI is captured (no server started).
 
 The experiment defaults to the one with the most recent run. Exit status 2 when Chromium or the
 store is missing, 1 when the page could not be captured.
@@ -74,10 +77,10 @@ def pick_experiment(store: str, wanted: str | None) -> tuple[str, int]:
     return exp_id, sum(r.info.experiment_id == exp_id for r in runs)
 
 
-def wait_healthy(base: str, proc: subprocess.Popen, timeout: float) -> None:
+def wait_healthy(base: str, proc: subprocess.Popen | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"mlflow ui exited early with status {proc.returncode}")
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
@@ -113,7 +116,8 @@ def shrink_png(path: Path, max_bytes: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--store", default="sqlite:///mlflow.db", help="backend store URI (default: %(default)s)")
+    p.add_argument("--store", default="sqlite:///mlflow.db",
+                   help="backend store URI, or the URL of a running tracking server (default: %(default)s)")
     p.add_argument("--out", default="docs/mlflow-ui.png", help="PNG to write (default: %(default)s)")
     p.add_argument("--experiment", default=None, help="experiment name or id (default: most recent run's)")
     p.add_argument("--view", default=DEFAULT_VIEW,
@@ -136,13 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     exp_id, n_runs = pick_experiment(args.store, args.experiment)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     start = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.store, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = None
+    if args.store.startswith(("http://", "https://")):
+        base = args.store.rstrip("/")  # a running tracking server serves its own UI
+    else:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.store, "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     url = f"{base}/#/experiments/{exp_id}{args.view}"
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         shrink_png(out, args.max_bytes)
     finally:
-        stop(server)
+        if server is not None:
+            stop(server)
     print(json.dumps({"png": str(out), "bytes": out.stat().st_size, "url": url, "experiment_id": exp_id,
                       "n_runs": n_runs, "seconds": round(time.monotonic() - start, 1)}))
     return 0

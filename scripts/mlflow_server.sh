@@ -125,10 +125,13 @@ stop() {
             bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
             as_pg "$bindir/pg_ctl" -D "$pgdata/db" -m fast -w stop >/dev/null 2>&1 || true
         fi
-        rm -rf "$pgdata"
+        case "$pgdata" in /tmp/mmroute-pgdata.*) rm -rf "$pgdata" ;; esac
         rm -f "$STATE/pgdata"
     fi
-    rm -rf "$STATE"
+    # Only what start wrote: the state directory may have been given by the caller.
+    rm -rf "$STATE/artifacts"
+    rm -f "$STATE/env" "$STATE/pgport" "$STATE/initdb.log" "$STATE/mlflow.log"
+    rmdir "$STATE" 2>/dev/null || true
 }
 
 case "$cmd" in

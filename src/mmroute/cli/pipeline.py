@@ -107,6 +107,7 @@ def config_from_args(args: argparse.Namespace, routers: str | Sequence[str] | No
         fixed["routers"] = routers if isinstance(routers, str) else tuple(routers)
     kwargs = config_kwargs(args, PipelineConfig, **fixed)
     kwargs["max_epochs"] = kwargs.get("max_epochs") or None  # MLproject's 0 means "the routers' defaults"
+    kwargs["devices"] = kwargs.get("devices") or None
     return PipelineConfig(**kwargs)
 
 

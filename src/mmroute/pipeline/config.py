@@ -57,6 +57,8 @@ class PipelineConfig(Validated):
         ``"<router>.<field>=<value>"`` overrides (see the module docstring).
     max_epochs : int or None
         Shorthand for ``"*.max_epochs=N"``.
+    devices : int or None
+        Shorthand for ``"*.devices=N"``: Lightning routers train with DDP over N processes/GPUs.
     rules : tuple of str
         Decision rules evaluated.
     select_metric : str
@@ -111,6 +113,8 @@ class PipelineConfig(Validated):
                                              metavar="ROUTER.FIELD=VALUE")
     max_epochs: int | None = _field(None, "routers", "cap the epochs of every Lightning router (0 or empty: the "
                                     "routers' defaults)")
+    devices: int | None = _field(None, "routers", "train every Lightning router with DDP over N processes (CPU) "
+                                 "or GPUs (empty: 1)")
     rules: tuple[str, ...] = _field(RULES, "routers", "decision rules evaluated (comma-separated)")
     select_metric: str = _field(DEFAULT_METRIC, "routers", "metric naming a sweep's best child")
     experiment: str | None = _field(None, "tracking", "MLflow experiment name (empty: mmroute, or the mlflow run's)")
@@ -150,6 +154,7 @@ class PipelineConfig(Validated):
         "probe_layer": [Interval(Integral, 1, None, closed="left"), None],
         "probe_batch_size": [Interval(Integral, 1, None, closed="left")],
         "probe_serve_backbone": [Options(("package", "reference"))],
+        "devices": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __post_init__(self) -> None:
@@ -266,6 +271,8 @@ def router_overrides(name: str, cfg: PipelineConfig) -> dict[str, Any]:
     raw: dict[str, str] = {}
     if cfg.max_epochs is not None and "max_epochs" in fields:
         raw["max_epochs"] = str(cfg.max_epochs)
+    if cfg.devices is not None and "devices" in fields:
+        raw["devices"] = str(cfg.devices)
     raw.update({k: v for k, v in parsed.get("*", {}).items() if k in fields})
     own = parsed.get(name, {})
     unknown = sorted(set(own) - set(fields))

@@ -19,26 +19,9 @@ HPARAM_PREFIX = "lightning."
 
 
 def _logger_class() -> type:
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    class ActiveRunMLFlowLogger(MLFlowLogger):
-        """MLFlowLogger that writes into a run it does not own.
-
-        The stock ``finalize`` marks the run FINISHED when ``Trainer.fit`` returns, although the
-        caller still logs final metrics and artifacts into it and ends it itself; hyperparameters
-        get a prefix because MLflow refuses to change an already logged param (mmroute logs the
-        router config under ``router.*``).
-        """
-
-        def finalize(self, status: str = "success") -> None:
-            if status not in ("success", "finished"):
-                log.warning("Lightning training ended with status %r", status)
-
-        def log_hyperparams(self, params: Any) -> None:
-            from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-
-            flat = _flatten_dict(_convert_params(params) or {})
-            super().log_hyperparams({f"{HPARAM_PREFIX}{k}": v for k, v in flat.items()})
+    # A module-level class (imported here, so that importing mmroute.tracking stays cheap): the
+    # logger travels to DDP worker processes by pickle.
+    from mmroute.tracking._mlflow_logger import ActiveRunMLFlowLogger
 
     return ActiveRunMLFlowLogger
 

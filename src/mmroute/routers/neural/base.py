@@ -18,12 +18,13 @@ from mmroute.constraints import InstanceOf, Integral, Interval, Options, Real, S
 from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
-__all__ = ["NeuralRouterConfig", "NeuralRouter", "PRECISIONS", "ACCELERATORS", "MONITORS", "WIDTHS", "POSITIVE"]
+__all__ = ["NeuralRouterConfig", "NeuralRouter", "PRECISIONS", "ACCELERATORS", "STRATEGIES", "MONITORS", "WIDTHS", "POSITIVE"]
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp_spawn", "ddp", "ddp_fork")
 _PREDICT_CHUNK = 8192
 # Early-stopping metric -> whether larger is better.
 MONITORS = {"val_loss": False, "val_perf_loss": False, "val_auroc": True}
@@ -40,6 +41,10 @@ class NeuralRouterConfig(RouterConfig):
     ``enable_progress_bar``: None = on when stderr is a terminal.
     ``n_ensemble``: members trained with seeds ``seed .. seed+n-1`` (each also carving its own
     validation rows with its seed), averaged in one network.
+    ``devices``: processes (or GPUs) to train each member on with Lightning DDP; ``batch_size``
+    stays the global batch (each process takes ``batch_size // devices`` rows per step), so an
+    N-process fit follows the 1-process one. ``strategy``: Lightning's; "auto" is ``ddp_spawn``
+    when ``devices > 1`` (no re-launch of the calling script), else a single device.
     """
 
     max_epochs: int = 100
@@ -55,11 +60,13 @@ class NeuralRouterConfig(RouterConfig):
     standardize_inputs: bool = True
     precision: str = "32-true"
     accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
     enable_progress_bar: bool | None = None
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **{name: [Interval(Integral, 1, None, closed="left")]
-           for name in ("max_epochs", "batch_size", "patience", "n_ensemble")},
+           for name in ("max_epochs", "batch_size", "patience", "n_ensemble", "devices")},
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "cost_weight": [Interval(Real, 0, None, closed="left")],
@@ -68,6 +75,7 @@ class NeuralRouterConfig(RouterConfig):
         "monitor": [Options(sorted(MONITORS))],
         "precision": [Options(PRECISIONS)],
         "accelerator": [Options(ACCELERATORS)],
+        "strategy": [Options(STRATEGIES)],
         "standardize_inputs": [InstanceOf(bool)],
         "enable_progress_bar": [InstanceOf(bool), None],
     }
@@ -274,8 +282,8 @@ class NeuralRouter(Router):
                 net, train, member_val, seed=cfg.seed + k, max_epochs=cfg.max_epochs,
                 batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                 cost_weight=cfg.cost_weight, patience=cfg.patience, monitor=cfg.monitor,
-                precision=cfg.precision, accelerator=cfg.accelerator,
-                enable_progress_bar=(sys.stderr.isatty() if cfg.enable_progress_bar is None
+                precision=cfg.precision, accelerator=cfg.accelerator, devices=cfg.devices,
+                strategy=cfg.strategy, enable_progress_bar=(sys.stderr.isatty() if cfg.enable_progress_bar is None
                                      else cfg.enable_progress_bar),
                 # One logger run gets one metric history: the first member's (the others would
                 # restart the step axis and finalize the logger again).

@@ -97,9 +97,15 @@ class RouterLitModule(L.LightningModule):
         cost = _masked_mean((z_hat - z) ** 2, z_mask)
         return perf + self.hparams.cost_weight * cost, perf, cost, logit
 
+    @property
+    def _distributed(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
+
     def training_step(self, batch, batch_idx):
         loss, _, _, _ = self._losses(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].shape[0])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].shape[0],
+                 sync_dist=self._distributed)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -107,17 +113,20 @@ class RouterLitModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         loss, perf, cost, logit = self._losses(batch)
-        n = batch[0].shape[0]
-        self.log("val_loss", loss, on_epoch=True, batch_size=n)
-        self.log("val_perf_loss", perf, on_epoch=True, batch_size=n)
-        self.log("val_cost_loss", cost, on_epoch=True, batch_size=n)
+        n, sync = batch[0].shape[0], self._distributed  # DDP: every rank sees the mean over all ranks
+        self.log("val_loss", loss, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log("val_perf_loss", perf, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log("val_cost_loss", cost, on_epoch=True, batch_size=n, sync_dist=sync)
         self._val_batches.append((logit.detach().cpu(), batch[1].cpu(), batch[2].cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_batches:
             return
-        logit, y, mask = (torch.cat(parts).numpy().ravel() for parts in zip(*self._val_batches))
+        parts = [torch.cat(p) for p in zip(*self._val_batches)]
         self._val_batches = []
+        if self._distributed:  # AUROC over every rank's validation rows (same value on each rank)
+            parts = [self.all_gather(p.to(self.device)).cpu() for p in parts]
+        logit, y, mask = (p.float().numpy().ravel() for p in parts)
         keep = mask > 0
         labels = y[keep] >= 0.5
         # AUROC is undefined with one class; logging a made-up value would mislead early stopping.
@@ -207,16 +216,26 @@ def _quiet_lightning():
 def train_network(network: RouterNetwork, train: TrainArrays, val: TrainArrays | None, *,
                   seed: int, max_epochs: int, batch_size: int, lr: float, weight_decay: float,
                   cost_weight: float, patience: int, monitor: str = "val_loss",
-                  precision: str = "32-true", accelerator: str = "auto",
-                  enable_progress_bar: bool = False, logger: Any = None,
+                  precision: str = "32-true", accelerator: str = "auto", devices: int = 1,
+                  strategy: str = "auto", enable_progress_bar: bool = False, logger: Any = None,
                   callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Fit ``network`` in place with ``lightning.Trainer``; leave it on CPU, float32, eval mode,
-    holding the best validation weights (the last weights when ``val`` is None)."""
+    holding the best validation weights (the last weights when ``val`` is None).
+
+    ``devices > 1`` trains with DDP (``strategy="auto"``: ``ddp_spawn``): each process takes
+    ``batch_size // devices`` rows of every global batch and a shard of the validation rows (losses
+    and AUROC are reduced over all processes); only rank 0 logs. What the callbacks saw in the
+    worker processes comes back through a file written by rank 0.
+    """
     L.seed_everything(seed, workers=True, verbose=False)
     precision = resolve_precision(precision, accelerator)
     module = RouterLitModule(network, lr=lr, weight_decay=weight_decay, cost_weight=cost_weight)
     gen = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train.dataset(), batch_size=batch_size, shuffle=True, generator=gen)
+    distributed = devices > 1
+    if distributed and strategy == "auto":
+        strategy = "ddp_spawn"
+    per_rank = max(1, batch_size // devices) if distributed else batch_size
+    train_loader = DataLoader(train.dataset(), batch_size=per_rank, shuffle=True, generator=gen)
     history = EpochHistory()
     own: list[Callback] = [history]
     best = early = None
@@ -226,10 +245,15 @@ def train_network(network: RouterNetwork, train: TrainArrays, val: TrainArrays |
         best = BestWeights(monitor, mode)
         early = EarlyStopping(monitor=monitor, mode=mode, patience=patience, check_finite=True)
         own += [early, best]
-        val_loader = DataLoader(val.dataset(), batch_size=max(batch_size, 1024), shuffle=False)
+        val_loader = DataLoader(val.dataset(), batch_size=max(per_rank, 1024), shuffle=False)
     # Lightning's deterministic=True flips torch's process-wide deterministic-algorithms flag;
     # restore it so one fit does not change the behaviour of unrelated code afterwards.
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    sharing = torch.multiprocessing.get_sharing_strategy()
+    if distributed and strategy == "ddp_spawn":
+        # Tensors travel to the spawned workers through shared memory; passing file descriptors
+        # fails in some containers ("unable to resize file"), named shared-memory files do not.
+        torch.multiprocessing.set_sharing_strategy("file_system")
     try:
         with tempfile.TemporaryDirectory(prefix="mmroute-lightning-") as root, warnings.catch_warnings(), \
                 _quiet_lightning():
@@ -238,15 +262,25 @@ def train_network(network: RouterNetwork, train: TrainArrays, val: TrainArrays |
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning-internal
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # val_fraction=0 is intended
+            handoff = None
+            if distributed:
+                handoff = _RankZeroHandoff(f"{root}/rank0.pt", history, best, early)
+                own.append(handoff)
+                warnings.filterwarnings("ignore", message=".*ddp_spawn.*")
             trainer = L.Trainer(
-                accelerator=accelerator, devices=1, precision=precision, max_epochs=max_epochs,
+                accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
+                max_epochs=max_epochs,
                 logger=logger if logger is not None else False, callbacks=[*own, *callbacks],
                 enable_checkpointing=False, enable_progress_bar=enable_progress_bar,
                 enable_model_summary=False, deterministic=True, default_root_dir=root,
                 num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, len(train_loader))))
             trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+            epochs_run = trainer.current_epoch
+            if handoff is not None:  # the workers trained; take rank 0's view of it
+                epochs_run = handoff.restore(network)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        torch.multiprocessing.set_sharing_strategy(sharing)
     network.cpu().float()
     if best is not None and best.state is not None:
         network.load_state_dict(best.state)
@@ -254,5 +288,35 @@ def train_network(network: RouterNetwork, train: TrainArrays, val: TrainArrays |
     return TrainResult(history=history.history,
                        best_epoch=None if best is None else best.best_epoch,
                        best_score=None if best is None else best.best_score,
-                       epochs_run=trainer.current_epoch,
+                       epochs_run=epochs_run,
                        stopped_early=early is not None and early.stopped_epoch > 0, precision=precision)
+
+
+class _RankZeroHandoff(Callback):
+    """DDP: rank 0 saves the final weights and the callbacks' state at the end of the fit; the
+    calling process (which, under ``ddp_spawn``, did not train itself) loads them back."""
+
+    def __init__(self, path: str, history: EpochHistory, best: BestWeights | None,
+                 early: EarlyStopping | None) -> None:
+        self.path, self.history, self.best, self.early = path, history, best, early
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        payload = {"weights": {k: v.detach().cpu() for k, v in pl_module.network.state_dict().items()},
+                   "history": self.history.history, "epochs_run": trainer.current_epoch}
+        if self.best is not None:
+            payload["best"] = (self.best.best_score, self.best.best_epoch, self.best.state)
+        if self.early is not None:
+            payload["stopped_epoch"] = self.early.stopped_epoch
+        torch.save(payload, self.path)
+
+    def restore(self, network: RouterNetwork) -> int:
+        payload = torch.load(self.path, weights_only=False)
+        network.load_state_dict(payload["weights"])
+        self.history.history = payload["history"]
+        if self.best is not None and "best" in payload:
+            self.best.best_score, self.best.best_epoch, self.best.state = payload["best"]
+        if self.early is not None and "stopped_epoch" in payload:
+            self.early.stopped_epoch = payload["stopped_epoch"]
+        return int(payload["epochs_run"])
