@@ -141,10 +141,10 @@ def test_concurrent_promoters_on_postgresql(sweep_on_server, tmp_path):
     assert len(order) == 4
 
 
-def test_ui_screenshot_of_the_server(on_server, sweep_on_server, tmp_path):
+def test_ui_screenshot_of_the_server(on_server, request, tmp_path):
     if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
-    name, _ = sweep_on_server
+    name, _ = request.getfixturevalue("sweep_on_server")
     out = tmp_path / "ui.png"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "ui_screenshot.py"), "--store",
                            os.environ["MLFLOW_TRACKING_URI"], "--experiment", f"{name}-reg", "--out", str(out)],
