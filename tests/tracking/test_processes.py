@@ -29,7 +29,7 @@ def _runs_of(client, pid):
     return client.search_runs(exps, f"tags.`mmroute.pid` = '{pid}'") if exps else []
 
 
-def _wait_for_training(client, proc, timeout=240):
+def _wait_for_training(client, proc, timeout=600):
     """Until the mlp child run of ``proc`` is RUNNING and has logged an epoch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -50,7 +50,7 @@ def test_a_stop_ends_every_open_run_killed_and_exits_non_zero(tmp_path, signum):
     proc = _start(uri, tmp_path)
     _wait_for_training(client, proc)
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum
     last = err.strip().splitlines()[-1]
     assert last == f"mmroute run: stopped by {signal.Signals(signum).name}; 2 open run(s) marked KILLED", err[-3000:]

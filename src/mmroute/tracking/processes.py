@@ -143,14 +143,20 @@ def mark_stopped_runs(stop: Stopped, *, client: Any = None) -> list[str]:
     since_ms = int(stop.at * 1000) - 1
     marked = []
     for run_id in dict.fromkeys(_OPENED):
-        try:
-            info = client.get_run(run_id).info
-            if info.status == "RUNNING" or (info.status in ("FAILED", "KILLED") and (info.end_time or 0) >= since_ms):
-                client.set_tag(run_id, STOPPED_TAG, stop.signame)
-                client.set_terminated(run_id, status="KILLED")
-                marked.append(run_id)
-        except Exception as exc:  # noqa: BLE001 - mark the others; `mmroute runs cleanup` can finish
-            log.warning("could not mark run %s KILLED: %s", run_id, exc)
+        for attempt in range(3):  # a store busy with another writer gets two more tries
+            try:
+                info = client.get_run(run_id).info
+                if info.status == "RUNNING" or (info.status in ("FAILED", "KILLED")
+                                                and (info.end_time or 0) >= since_ms):
+                    client.set_tag(run_id, STOPPED_TAG, stop.signame)
+                    client.set_terminated(run_id, status="KILLED")
+                    marked.append(run_id)
+                break
+            except Exception as exc:  # noqa: BLE001 - mark the others; `mmroute runs cleanup` can finish
+                if attempt == 2:
+                    log.warning("could not mark run %s KILLED: %s", run_id, exc)
+                else:
+                    time.sleep(0.5)
     return marked
 
 
