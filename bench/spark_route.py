@@ -100,6 +100,9 @@ def main(argv=None) -> int:
             res = route_spark(model_uri, str(source), str(tmp / f"out{n}"), params=params, spark=spark)
             entry["spark_s"] = round(time.perf_counter() - t0, 2)
             entry["spark_rows_per_s"] = round(res["rows"] / entry["spark_s"], 1)
+            report["sizes"][str(n)] = entry
+            if args.out:
+                Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
             if time.perf_counter() - t_begin > args.time_box:
                 entry["in_process"] = f"not run: the {args.time_box:.0f} s time box was spent"
                 report["sizes"][str(n)] = entry
@@ -115,6 +118,8 @@ def main(argv=None) -> int:
             entry["decisions_equal"] = bool((got["model"].to_numpy() == local["model"].to_numpy()).all())
             report["sizes"][str(n)] = entry
             del frame, local, got
+            if args.out:  # what was measured survives a kill by an outer time limit
+                Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
         spark.stop()
     report["total_s"] = round(time.perf_counter() - t_begin, 1)
     text = json.dumps(report, indent=2)
