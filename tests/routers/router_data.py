@@ -34,3 +34,10 @@ def tiny_table(n: int = 60, m: int = 3, seed: int = 0, missing: float = 0.0, d: 
 
 def feats(x: np.ndarray, image: np.ndarray | None = None, mask: np.ndarray | None = None) -> Features:
     return Features(fused=x, text=x, image=image, image_mask=mask)
+
+
+def raw_router(name: str, **overrides):
+    """A registered router without its guard: tests of a family's own predictions."""
+    from mmroute.routers import create_router
+
+    return create_router(name, **{"guard": "off", **overrides})

@@ -45,7 +45,9 @@ def _one_thread():
 
 def make_router(name: str, **overrides):
     cls, tiny = TINY[name]
-    return cls(**{"max_epochs": 4, "batch_size": 32, "enable_progress_bar": False, **tiny, **overrides})
+    # No guard: these tests are about the networks (the guard has its own tests, test_guard.py).
+    return cls(**{"max_epochs": 4, "batch_size": 32, "enable_progress_bar": False, "guard": "off", **tiny,
+                  **overrides})
 
 
 def make_data(seed: int = 0, n: int = N, images: bool = True, missing: float = 0.15):
@@ -156,7 +158,7 @@ def test_early_stopping_triggers_and_keeps_best_weights():
     x = rng.normal(size=(200, 16)).astype(np.float32)
     correct = (rng.random((200, M)) < 0.5).astype(float)  # pure noise: validation loss must rise
     cost = np.ones((200, M))
-    router = MLPRouter(hidden=(128, 128), lr=1e-2, weight_decay=0.0, dropout=0.0, max_epochs=200,
+    router = MLPRouter(hidden=(128, 128), lr=1e-2, weight_decay=0.0, dropout=0.0, max_epochs=200, guard="off",
                        patience=3, batch_size=32, enable_progress_bar=False)
     router.fit(Features.from_array(x), correct, cost)
     result = router.train_results_[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_data import feats, tiny_problem
+from router_data import feats, raw_router, tiny_problem
 
 from mmroute.routers import NotFittedError, create_router, list_routers
 from mmroute.routers.nonparametric import masked_group_means, neighbour_means
@@ -13,7 +13,7 @@ NAMES = ["random", "oracle", "knn", "kmeans", "kmeans_adaptive"]
 
 
 def _fit_predict(name, x, correct, cost, test_x=None, **cfg):
-    router = create_router(name, **cfg).fit(feats(x), correct, cost)
+    router = raw_router(name, **cfg).fit(feats(x), correct, cost)
     test_x = x if test_x is None else test_x
     kw = {"correct": correct[: len(test_x)], "cost": cost[: len(test_x)]} if router.needs_outcomes else {}
     return router, router.predict(feats(test_x), **kw)
@@ -23,7 +23,7 @@ def _fit_predict(name, x, correct, cost, test_x=None, **cfg):
 def test_shapes_determinism_and_fitted_check(name):
     x, correct, cost = tiny_problem(missing=0.2)
     with pytest.raises(NotFittedError, match="not fitted"):
-        create_router(name).predict(feats(x))
+        raw_router(name).predict(feats(x))
     _, (perf, pc) = _fit_predict(name, x, correct, cost, test_x=x[:7], seed=3)
     assert perf.shape == pc.shape == (7, 3)
     assert np.isfinite(perf).all() and np.isfinite(pc).all()
@@ -44,11 +44,11 @@ def test_registry_lists_routers_and_unknown_name_lists_valid_ones():
     ("knn", {"ks": (5, 0)}, r"ks=\(5, 0\)"),
     ("kmeans", {"n_clusters": 0}, r"n_clusters=0"),
     ("kmeans_adaptive", {"temperature": 0.0, "norm_weight": 2.0}, r"temperature=0.0.*norm_weight=2.0"),
-    ("knn", {"neighbours": 3}, r"unknown option\(s\) \['neighbours'\].*valid: \['ef_search', 'hnsw_m', 'index', 'index_threshold', 'k', 'ks', 'metric', 'seed'\]"),
+    ("knn", {"neighbours": 3}, r"unknown option\(s\) \['neighbours'\].*valid: \['ef_search', 'guard', 'guard_folds', 'guard_z', 'hnsw_m', 'index', 'index_threshold', 'k', 'ks', 'metric', 'seed'\]"),
 ])
 def test_bad_config_is_reported_with_valid_values(name, bad, match):
     with pytest.raises(ValueError, match=match):
-        create_router(name, **bad)
+        raw_router(name, **bad)
 
 
 def test_knn_is_the_mean_of_the_k_cosine_neighbours():
@@ -86,7 +86,7 @@ def test_averages_over_no_observed_value_fall_back_to_the_training_mean():
 
 def test_knn_chooses_k_by_leave_one_out_on_training_rows():
     x, correct, cost = tiny_problem(n=80)
-    router = create_router("knn", ks=(1, 5, 20, 500)).fit(feats(x), correct, cost)
+    router = raw_router("knn", ks=(1, 5, 20, 500)).fit(feats(x), correct, cost)
     # 500 > n - 1 other rows: it stands for "all other rows" (79).
     assert set(router.loo_brier_) == {1, 5, 20, 79}
     assert router.k_ == min(router.loo_brier_, key=router.loo_brier_.get)
@@ -103,7 +103,7 @@ def test_kmeans_predicts_cluster_means_and_clips_clusters():
         rows = labels == c
         np.testing.assert_allclose(perf[rows][0], np.nanmean(correct[rows], axis=0))
         np.testing.assert_allclose(pc[rows][0], np.nanmean(cost[rows], axis=0))
-    small = create_router("kmeans", n_clusters=50).fit(feats(x[:10]), correct[:10], cost[:10])
+    small = raw_router("kmeans", n_clusters=50).fit(feats(x[:10]), correct[:10], cost[:10])
     assert small.kmeans_.n_clusters == 10
 
 
@@ -120,7 +120,7 @@ def test_kmeans_adaptive_equals_kmeans_without_images_and_fuses_with_them():
     mask = rng.random(len(x)) < 0.7
     image[~mask] = 0
     f = feats(x, image, mask)
-    adaptive = create_router("kmeans_adaptive", n_clusters=5, seed=1).fit(f, correct, cost)
+    adaptive = raw_router("kmeans_adaptive", n_clusters=5, seed=1).fit(f, correct, cost)
     assert adaptive.fusion_ is not None
     fused = adaptive.fusion_.transform(x, image, mask)
     np.testing.assert_array_equal(adaptive.kmeans_.predict(fused), adaptive.kmeans_.labels_)

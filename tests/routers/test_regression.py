@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_data import feats, tiny_problem
+from router_data import feats, raw_router, tiny_problem
 from sklearn.decomposition import TruncatedSVD
 from sklearn.linear_model import Ridge, RidgeCV
 
-from mmroute.routers import NotFittedError, create_router
+from mmroute.routers import NotFittedError
 from mmroute.routers.regression import fit_masked_ridge
 
 
@@ -39,7 +39,7 @@ def test_masked_ridge_chooses_each_penalty_by_leave_one_out():
 
 def test_linear_mf_reproduces_the_reference_pipeline():
     x, correct, cost = tiny_problem(n=80, d=12)
-    router = create_router("linear_mf", rank=5, alpha=1.0, seed=42).fit(feats(x), correct, cost)
+    router = raw_router("linear_mf", rank=5, alpha=1.0, seed=42).fit(feats(x), correct, cost)
     perf, pc = router.predict(feats(x[:9]))
     # MMR-Bench LinearMFRouter: TruncatedSVD(rank, random_state) then Ridge(alpha) heads.
     svd = TruncatedSVD(n_components=5, random_state=42)
@@ -54,11 +54,11 @@ def test_linear_mf_reproduces_the_reference_pipeline():
 def test_shapes_determinism_and_affine_map(name, cfg):
     x, correct, cost = tiny_problem(missing=0.2)
     with pytest.raises(NotFittedError):
-        create_router(name, **cfg).affine_map()
-    router = create_router(name, seed=1, **cfg).fit(feats(x), correct, cost)
+        raw_router(name, **cfg).affine_map()
+    router = raw_router(name, seed=1, **cfg).fit(feats(x), correct, cost)
     perf, pc = router.predict(feats(x[:6]))
     assert perf.shape == pc.shape == (6, 3) and np.isfinite(perf).all()
-    again = create_router(name, seed=1, **cfg).fit(feats(x), correct, cost).predict(feats(x[:6]))
+    again = raw_router(name, seed=1, **cfg).fit(feats(x), correct, cost).predict(feats(x[:6]))
     np.testing.assert_array_equal(perf, again[0])
     w, b = router.affine_map()
     assert w.shape == (x.shape[1], 6) and b.shape == (6,)
@@ -67,15 +67,15 @@ def test_shapes_determinism_and_affine_map(name, cfg):
 
 def test_linear_mf_clips_its_rank():
     x, correct, cost = tiny_problem(n=30, d=6)
-    assert create_router("linear_mf").fit(feats(x), correct, cost).svd_.n_components == 6
-    router = create_router("linear_mf").fit(feats(x[:4]), correct[:4], cost[:4])
+    assert raw_router("linear_mf").fit(feats(x), correct, cost).svd_.n_components == 6
+    router = raw_router("linear_mf").fit(feats(x[:4]), correct[:4], cost[:4])
     assert router.svd_.n_components == 4
     assert router.predict(feats(x))[0].shape == (30, 3)
 
 
 def test_least_squares_without_penalty():
     x, correct, cost = tiny_problem(n=50, d=4)
-    router = create_router("linear", alpha=0.0).fit(feats(x), correct, cost)
+    router = raw_router("linear", alpha=0.0).fit(feats(x), correct, cost)
     design = np.column_stack([np.ones(len(x)), x.astype(np.float64)])
     beta, *_ = np.linalg.lstsq(design, correct, rcond=None)
     np.testing.assert_allclose(router.predict(feats(x))[0], design @ beta, atol=1e-8)
@@ -88,4 +88,4 @@ def test_least_squares_without_penalty():
 ])
 def test_bad_config_names_the_value(name, bad, match):
     with pytest.raises(ValueError, match=match):
-        create_router(name, **bad)
+        raw_router(name, **bad)

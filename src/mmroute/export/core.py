@@ -221,6 +221,15 @@ def export_router(router: Router, sample_features: Features, path: str | Path, *
     try:
         x_sample = router_input(router, sample_features)
         backend = router.write_onnx(x_sample, tmp, opset=opset, exporter=exporter)
+        guard = getattr(router, "guard_", None)
+        if guard is not None and not guard.is_identity:
+            # The guard is applied by the Router base after every family's prediction: once here too.
+            import onnx
+
+            from mmroute.export.graph import append_perf_affine
+
+            tmp.write_bytes(append_perf_affine(onnx.load(str(tmp)), guard.scale, guard.shift).SerializeToString())
+            backend += f" + guard ({guard.kind})"
         x_check = router_input(router, check_features)
         perf_ref, cost_ref = router.export_reference(check_features)
         perf, cost = run_onnx(tmp, x_check)

@@ -294,3 +294,31 @@ def parallel_outputs(perf_model, cost_model, *, perf_output: str | None = None,
             raise ValueError(f"{prefix[:-1]} graph has no output {name!r}; outputs: {sorted(produced)}")
         outs.append(produced[name])
     return g.finish(*outs)
+
+
+def append_perf_affine(model, scale: np.ndarray, shift: np.ndarray):
+    """``perf <- perf * scale + shift`` (per model, (M,) each) appended to a router graph.
+
+    The router's guard (:mod:`mmroute.routers.guard`) is computed in float64, as the routers do,
+    then cast back to the float32 ``perf`` output. Returns a new, checked model.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    producers = [node for node in graph.node if "perf" in node.output]
+    if len(producers) != 1:
+        raise ValueError("router graph has no single node producing 'perf'")
+    node = producers[0]
+    node.output[list(node.output).index("perf")] = "perf_unguarded"
+    for name, value in (("guard_scale", scale), ("guard_shift", shift)):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float64).reshape(1, -1), name))
+    graph.node.extend([
+        helper.make_node("Cast", ["perf_unguarded"], ["perf_unguarded64"], to=TensorProto.DOUBLE),
+        helper.make_node("Mul", ["perf_unguarded64", "guard_scale"], ["perf_scaled64"]),
+        helper.make_node("Add", ["perf_scaled64", "guard_shift"], ["perf_guarded64"]),
+        helper.make_node("Cast", ["perf_guarded64"], ["perf"], to=TensorProto.FLOAT),
+    ])
+    onnx.checker.check_model(model)
+    return model

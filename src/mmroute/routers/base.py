@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 
-from mmroute.constraints import Integral, Interval, Validated
+from mmroute.constraints import Integral, Interval, Options, Real, Validated
 from mmroute.features.types import Features
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+GUARDS = ("oof", "off")
 
 
 class NotFittedError(RuntimeError):
@@ -56,11 +58,25 @@ class RouterConfig(Validated):
     Fields are checked when the config is built: each class declares what its fields accept in
     ``_parameter_constraints`` (:mod:`mmroute.constraints`), and may add cross-field checks by
     extending ``problems()``; every problem is reported in one ``ValueError``.
+
+    ``guard``: ``"oof"`` fits the never-worse-than-the-best-model guard
+    (:mod:`mmroute.routers.guard`) on ``guard_folds``-fold out-of-fold predictions of the
+    training rows, which also give the router's validation scores (``validation_``); ``"off"``
+    predicts the raw scores. ``guard_z``: the standard errors a deviation from the best training
+    model must earn.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"seed": [Interval(Integral, 0, None, closed="left")]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "guard": [Options(GUARDS)],
+        "guard_folds": [Interval(Integral, 2, None, closed="left")],
+        "guard_z": [Interval(Real, 0, None, closed="left")],
+    }
 
     seed: int = 0
+    guard: str = "oof"
+    guard_folds: int = 5
+    guard_z: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,10 +170,64 @@ class Router(ABC):
             raise ValueError("cannot fit a router on 0 training rows")
         self.n_models_ = correct.shape[1]
         self.n_features_ = features.n_features
+        self.guard_ = None
+        self.validation_: dict[str, dict[str, float]] = {}
         self._fit(features, correct, cost, val_features=val_features,
                   val_correct=None if val_correct is None else np.asarray(val_correct, dtype=np.float64),
                   val_cost=None if val_cost is None else np.asarray(val_cost, dtype=np.float64))
+        if self.config.guard == "oof" and not self.needs_outcomes:
+            self._fit_guard(features, correct, cost)
         return self
+
+    def _fit_guard(self, features: Features, correct: np.ndarray, cost: np.ndarray) -> None:
+        """Out-of-fold predictions of the training rows -> the guard and the validation scores."""
+        from mmroute.routers.guard import fit_guard, oof_scores
+
+        oof = self._oof_predictions(features, correct, cost)
+        if oof is None:
+            return
+        perf, pc = oof
+        self.validation_raw_ = oof_scores(perf, pc, correct, cost)
+        self.guard_ = fit_guard(perf, pc, correct, cost, z=self.config.guard_z)
+        self.validation_ = oof_scores(self.guard_.apply(perf), pc, correct, cost)
+
+    def _oof_predictions(self, features: Features, correct: np.ndarray, cost: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(perf, cost)`` (n_train, M) predicted for each training row by a copy of this router
+        fitted without it (``guard_folds``-fold, seeded), or None when there are too few rows.
+
+        Routers that compute out-of-fold predictions anyway (``ensemble``, ``auto``) override this.
+        The copies are refitted with the hyper-parameters this router selected on all rows
+        (:meth:`selected_options`, e.g. ``knn``'s ``k``).
+        """
+        from sklearn.model_selection import KFold
+
+        n = len(features)
+        folds = int(self.config.guard_folds)
+        if n < 2 * folds:
+            log.info("%s: %d training rows are too few for a %d-fold guard; no guard", self.name, n, folds)
+            return None
+        copy = type(self)(dataclasses.replace(self.config, guard="off", **self.selected_options()))
+        split = list(KFold(n_splits=folds, shuffle=True, random_state=self.config.seed).split(np.arange(n)))
+        perf, pc, _ = copy.cross_val_predict(features, correct, cost, split)
+        return perf, pc
+
+    def cross_val_predict(self, features: Features, correct: np.ndarray, cost: np.ndarray,
+                          folds: list[tuple[np.ndarray, np.ndarray]]
+                          ) -> tuple[np.ndarray, np.ndarray, "Router | None"]:
+        """Out-of-fold predictions of the rows given: for each ``(train, held_out)`` index pair in
+        ``folds``, a copy of this router's configuration fitted on ``train`` predicts ``held_out``.
+
+        Returns ``(perf, cost, fitted)``, arrays (n, M), and ``fitted`` a copy fitted on all rows
+        when the computation produced one as a by-product (routers that compute out-of-fold
+        predictions inside their own fit, e.g. ``ensemble``, use their own folds), else None.
+        """
+        perf = np.zeros(np.shape(correct))
+        pc = np.zeros(np.shape(correct))
+        for tr, va in folds:
+            member = type(self)(self.config).fit(features.subset(tr), correct[tr], cost[tr])
+            perf[va], pc[va] = member.predict(features.subset(va))
+        return perf, pc, None
 
     def predict(self, features: Features, *, correct: np.ndarray | None = None,
                 cost: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +241,8 @@ class Router(ABC):
             raise ValueError(f"router {self.name!r} reads the actual outcomes: pass correct= and cost=")
         perf, pc = self._predict(features, correct=correct, cost=cost)
         perf = np.asarray(perf, dtype=np.float64)
+        if getattr(self, "guard_", None) is not None:
+            perf = self.guard_.apply(perf)
         pc = np.asarray(pc, dtype=np.float64)
         expected = (len(features), self.n_models_)
         if perf.shape != expected or pc.shape != expected:

@@ -99,7 +99,8 @@ class EnsembleRouter(Router):
 
     def _member(self, name: str, selected: dict[str, Any] | None = None) -> Router:
         fields = {f.name for f in dataclasses.fields(router_class(name).config_class)}
-        options: dict[str, Any] = {"seed": self.config.seed}
+        # Members predict raw scores: the blend's own guard (Router base) acts once, on the blend.
+        options: dict[str, Any] = {"seed": self.config.seed, "guard": "off"}
         for key in ("alphas", "ks"):
             if key in fields:
                 options[key] = getattr(self.config, key)
@@ -128,6 +129,8 @@ class EnsembleRouter(Router):
         self.cost_weights_ = _blend_weights(oof_cost, cost)
         observed = ~np.isnan(correct)
         blend = np.tensordot(self.perf_weights_, oof_perf, axes=1)
+        if c.guard == "oof":
+            self._oof = (blend, np.tensordot(self.cost_weights_, oof_cost, axes=1))
         self.oof_perf_mse_ = {name: float(np.mean((oof_perf[i] - correct)[observed] ** 2))
                               for i, name in enumerate(c.members)}
         self.oof_perf_mse_["blend"] = float(np.mean((blend - correct)[observed] ** 2))
@@ -135,6 +138,12 @@ class EnsembleRouter(Router):
                  {k: round(float(w), 3) for k, w in zip(c.members, self.perf_weights_)},
                  {k: round(float(w), 3) for k, w in zip(c.members, self.cost_weights_)},
                  {k: round(v, 5) for k, v in self.oof_perf_mse_.items()})
+
+    def _oof_predictions(self, features, correct, cost):
+        # The blend of the members' out-of-fold predictions (the weights saw all of them: a slightly
+        # optimistic validation, but no extra fits).
+        oof, self._oof = self._oof, None
+        return oof
 
     def _predict(self, features: Features, **_):
         return self._blend([member.predict(features) for member in self.members_])

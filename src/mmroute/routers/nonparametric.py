@@ -89,7 +89,11 @@ def neighbour_means(values: np.ndarray, idx: np.ndarray, fallback: np.ndarray,
 # --------------------------------------------------------------------------- baselines
 @dataclasses.dataclass
 class RandomConfig(RouterConfig):
-    """Uniform random performance scores from ``seed``; cost = each model's training mean cost."""
+    """Uniform random performance scores from ``seed``; cost = each model's training mean cost.
+
+    No guard by default: a lower bound should stay one."""
+
+    guard: str = "off"
 
 
 class RandomRouter(Router):
