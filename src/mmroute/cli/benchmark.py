@@ -7,7 +7,9 @@
 
 The flags are the pipeline's (``mmroute train --help``) plus ``--fallback``, ``--model-order`` and
 ``--fill``; the recipe is :func:`mmroute.pipeline.benchmark.run_benchmark`. Per router and rule the
-JSON holds nAUC, fixed_AUC, Ps, QNC and n_pareto, with fit and predict seconds; per rule the split's
+JSON holds nAUC, fixed_AUC, Ps, QNC and n_pareto, with fit and predict seconds, the router's
+out-of-fold ``validation`` scores on its training rows and, for ``auto``, its ``fit_report`` (what it
+chose, under which rule, cross-validation scores and seconds per candidate); per rule the split's
 best single model and oracle figures. As in the MMR-Bench reference: ``--split-seed`` is both the
 split's ``random_state`` and every router's seed (override with ``--set ROUTER.seed=N``), models are
 ordered by name (``--model-order table`` keeps the file's order), and missing actual outcomes are

@@ -7,6 +7,7 @@ Encoders that learn from data (TF-IDF) also hash their fit data into ``identity`
 
 Specs are ``NAME`` or ``NAME:ARG`` (``openclip:ViT-B-32:laion2b_s34b_b79k``, ``st:/models/minilm``,
 ``precomputed:emb.npy``, ``offline:dim=64``); keyword options are passed through to the class.
+``text=SPEC,image=SPEC`` composes one encoder per modality (:mod:`mmroute.features.compose`).
 """
 
 from __future__ import annotations
@@ -196,6 +197,10 @@ def create_encoder(spec: str, *, device: str | None = None, **options: Any) -> E
         raise ValueError(f"encoder spec must be a non-empty string, got {spec!r}; "
                          f"valid names: {list_encoders()}")
     _ensure_builtins()
+    from mmroute.features.compose import ComposedEncoder, is_composed_spec
+
+    if is_composed_spec(spec):  # text=SPEC,image=SPEC: one encoder per modality
+        return ComposedEncoder.from_composed_spec(spec, device=device, **options)
     name, _, arg = spec.strip().partition(":")
     cls = _REGISTRY.get(name)
     if cls is None:

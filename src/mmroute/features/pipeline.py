@@ -117,8 +117,9 @@ class FeaturePipeline:
 
     def _encode(self, table: "OutcomeTable") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Text (n, d_text), image (n, d_image) or None, image_mask (n,) or None for one table."""
-        if isinstance(self.encoder, RowEncoder):
-            text = self.encoder.encode_rows(table)
+        rows = self.encoder if isinstance(self.encoder, RowEncoder) else getattr(self.encoder, "text_rows", None)
+        if rows is not None:  # vectors that already exist per row (precomputed), alone or composed
+            text = rows.encode_rows(table)
             if text.shape[0] != table.n_instances:
                 raise ValueError(f"{self.encoder!r} gave {text.shape[0]} rows for a table of {table.n_instances}")
         else:

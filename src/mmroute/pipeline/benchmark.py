@@ -117,7 +117,12 @@ def run_benchmark(cfg: PipelineConfig, options: BenchmarkOptions | None = None) 
             errors[name] = f"{type(err).__name__}: {err}"
             continue
         results[name] = {"fit_seconds": res.fit_seconds, "predict_seconds": res.predict_seconds,
-                         "params": res.params, **res.metrics(METRIC_KEYS)}
+                         "params": res.params, **res.metrics(METRIC_KEYS),
+                         # Out-of-fold scores on the training rows (what auto and sweeps choose by).
+                         "validation": {rule: {k: v for k, v in m.items() if k in METRIC_KEYS + ("top_acc",)}
+                                        for rule, m in (getattr(router, "validation_", None) or {}).items()}}
+        if callable(getattr(router, "fit_report", None)):
+            results[name]["fit_report"] = router.fit_report()
         for rule, ev in res.results.items():
             m = ev.metrics
             reference.setdefault(rule, {

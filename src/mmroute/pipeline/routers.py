@@ -13,10 +13,11 @@ from mmroute.pipeline.data import Prepared
 from mmroute.tracking import record
 
 __all__ = ["RouterRun", "train_in_active_run", "log_context", "log_feature_pipeline", "load_logged_router",
-           "log_pareto_plots", "SUMMARY_METRICS"]
+           "log_pareto_plots", "validation_metrics", "SUMMARY_METRICS", "VAL_PREFIX"]
 
 log = logging.getLogger(__name__)
 
+VAL_PREFIX = "val"
 # Columns of a sweep's comparison table (when logged).
 SUMMARY_METRICS = ("nAUC", "Ps", "QNC", "qnc_reached", "fixed_AUC", "acc_at_best_single_cost")
 
@@ -36,8 +37,8 @@ class RouterRun:
         out: dict[str, Any] = {"router": self.router, "run_id": self.run_id, "fit_seconds": self.fit_seconds}
         for rule in self.results:
             for name in SUMMARY_METRICS:
-                key = f"{rule}/{name}"
-                out[key] = self.metrics.get(key, float("nan"))
+                for key in (f"{rule}/{name}", f"{VAL_PREFIX}/{rule}/{name}"):
+                    out[key] = self.metrics.get(key, float("nan"))
         for key in ("deferral/auroc", "deferral/hybrid_area"):  # two-model pools ([small, large])
             if key in self.metrics:
                 out[key] = self.metrics[key]
@@ -169,7 +170,11 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
         from mmroute.pipeline.probe import deferral_metrics
 
         metrics.update(deferral_metrics(result.perf_pred, test_t.correct))
+    metrics.update(validation_metrics(router))
     log_metrics({k: v for k, v in metrics.items() if v == v})
+    report = getattr(router, "fit_report", None)
+    if callable(report):
+        _log_fit_report(report())
     log_curves(results)
     log_pareto_plots({name: results}, title_prefix=name)
     if cfg.log_model:
@@ -181,6 +186,31 @@ def train_in_active_run(name: str, cfg: PipelineConfig, prepared: Prepared, *, s
     log.info("%s: %s", name, ", ".join(f"{k}={metrics[k]:.4f}" for k in
                                       (f"{r}/nAUC" for r in results) if k in metrics))
     return RouterRun(router=name, run_id=run_id, results=results, metrics=metrics, fit_seconds=fit_seconds)
+
+
+def validation_metrics(router: Any) -> dict[str, float]:
+    """``val/<rule>/<metric>``: the router's out-of-fold scores on its training rows (what a sweep
+    chooses by; test metrics are reported, never used to choose)."""
+    from mmroute.tracking import finite_metrics
+
+    out: dict[str, float] = {}
+    for rule, scores in (getattr(router, "validation_", None) or {}).items():
+        out.update(finite_metrics(scores, f"{VAL_PREFIX}/{rule}"))
+    return out
+
+
+def _log_fit_report(report: dict[str, Any]) -> None:
+    """A router's account of its own choices (``auto``): JSON artifact, headline params and metrics."""
+    import mlflow
+
+    from mmroute.tracking import log_metrics, log_params
+
+    mlflow.log_dict(report, "router/fit_report.json")
+    log_params({f"auto.{k}": report[k] for k in ("chosen", "rule", "members") if k in report})
+    metrics = {f"auto/cv_seconds/{k}": float(v) for k, v in (report.get("cv_seconds") or {}).items()}
+    for option, by_rule in (report.get("cv_nAUC") or {}).items():
+        metrics.update({f"auto/cv/{option}/{rule}/nAUC": float(v) for rule, v in by_rule.items() if v is not None})
+    log_metrics(metrics)
 
 
 def log_pareto_plots(results_by_router: dict[str, dict[str, Any]], *, title_prefix: str,

@@ -157,17 +157,28 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
         references = [r.router for r in done if not router_class(r.router).deployable]
         if len(references) == len(done):
             references = []
-        best = log_comparison(frame, metric=cfg.select_metric, exclude=references)
+        # The best child is chosen on its validation score (out-of-fold on training rows); its test
+        # metrics are reported alongside, never used to choose.
+        select = selection_metric(cfg.select_metric)
+        best = log_comparison(frame, metric=select, exclude=references)
         log_pareto_plots({r.router: r.results for r in done}, title_prefix="all routers",
                          artifact_dir=record.COMPARISON_DIR)
         mlflow.log_metric("sweep_seconds", time.perf_counter() - started)
         if failed:
             mlflow.set_tag(record.TAG_FAILED_ROUTERS, ",".join(sorted(failed)))
     summary = {"step": step, "run_id": parent.info.run_id, "best_router": str(best["router"]),
-               "best_child_run_id": str(best["run_id"]), cfg.select_metric: _finite(best[cfg.select_metric]),
+               "best_child_run_id": str(best["run_id"]), "selected_by": select,
+               select: _finite(best[select]), cfg.select_metric: _finite(best[cfg.select_metric]),
                "children": {r.router: r.run_id for r in done}, "failed": failed,
                "seconds": round(time.perf_counter() - started, 1)}
     return summary
+
+
+def selection_metric(metric: str) -> str:
+    """The validation twin ``val/<metric>`` of a selection metric (``fit_seconds`` stays as is)."""
+    from mmroute.pipeline.routers import VAL_PREFIX
+
+    return metric if metric.startswith(f"{VAL_PREFIX}/") or "/" not in metric else f"{VAL_PREFIX}/{metric}"
 
 
 def _finite(value: Any) -> float | None:
@@ -186,7 +197,7 @@ def run_main(cfg: PipelineConfig, *, register_model: str | None = "mmroute-route
 
     summary = run_sweep(cfg, step="main")
     if register_model:
-        registered = register_run(summary["run_id"], register_model, metric=cfg.select_metric, stage="staging")
+        registered = register_run(summary["run_id"], register_model, metric=summary["selected_by"], stage="staging")
         summary["registered"] = registered
         mlflow.MlflowClient().set_tag(summary["run_id"], record.TAG_REGISTERED_MODEL,
                                       f"{register_model}/{registered['version']}")

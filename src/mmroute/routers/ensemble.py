@@ -29,7 +29,7 @@ from mmroute.constraints import InstanceOf, Integral, Interval, SequenceOf
 from mmroute.routers.base import NotExportableError, Router, RouterConfig, create_router, list_routers, router_class
 from mmroute.routers.regression import RIDGE_CONSTRAINTS
 
-__all__ = ["EnsembleConfig", "EnsembleRouter", "simplex_least_squares"]
+__all__ = ["EnsembleConfig", "EnsembleRouter", "simplex_least_squares", "write_blend_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -172,26 +172,34 @@ class EnsembleRouter(Router):
 
     def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
         """The members' graphs spliced into one, blended with the fitted weights."""
-        import onnx
+        return write_blend_onnx(self.members_, self.perf_weights_, self.cost_weights_, x_sample, path,
+                                opset=opset, exporter=exporter, what="ensemble")
 
-        from mmroute.export.graph import GraphBuilder, save_model
 
-        g = GraphBuilder(x_sample.shape[1], opset=opset)
-        perf_terms, cost_terms, backends = [], [], []
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, member in enumerate(self.members_):
-                member_path = Path(tmp) / f"member{i}.onnx"
-                backends.append(member.write_onnx(x_sample, member_path, opset=opset, exporter=exporter))
-                model = onnx.load(str(member_path))
-                out = g.embed(model, {model.graph.input[0].name: "x"}, f"m{i}_")
-                perf_terms.append(g.op("Mul", g.op("Cast", out["perf"], to=onnx.TensorProto.DOUBLE),
-                                       g.const(self.perf_weights_[i])))
-                cost_terms.append(g.op("Mul", g.op("Cast", out["cost"], to=onnx.TensorProto.DOUBLE),
-                                       g.const(self.cost_weights_[i])))
-        perf = perf_terms[0] if len(perf_terms) == 1 else g.op("Sum", *perf_terms)
-        cost = cost_terms[0] if len(cost_terms) == 1 else g.op("Sum", *cost_terms)
-        save_model(g.finish(perf, cost), path)
-        return "ensemble of " + ", ".join(backends)
+def write_blend_onnx(members: list[Router], perf_weights: np.ndarray, cost_weights: np.ndarray,
+                     x_sample: np.ndarray, path: Path, *, opset: int, exporter: str, what: str) -> str:
+    """Fitted ``members`` reading the same graph input, spliced into one graph and blended:
+    ``perf = sum_i perf_weights[i] * perf_i`` (cost likewise). Returns the backend description."""
+    import onnx
+
+    from mmroute.export.graph import GraphBuilder, save_model
+
+    g = GraphBuilder(x_sample.shape[1], opset=opset)
+    perf_terms, cost_terms, backends = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, member in enumerate(members):
+            member_path = Path(tmp) / f"member{i}.onnx"
+            backends.append(member.write_onnx(x_sample, member_path, opset=opset, exporter=exporter))
+            model = onnx.load(str(member_path))
+            out = g.embed(model, {model.graph.input[0].name: "x"}, f"m{i}_")
+            perf_terms.append(g.op("Mul", g.op("Cast", out["perf"], to=onnx.TensorProto.DOUBLE),
+                                   g.const(perf_weights[i])))
+            cost_terms.append(g.op("Mul", g.op("Cast", out["cost"], to=onnx.TensorProto.DOUBLE),
+                                   g.const(cost_weights[i])))
+    perf = perf_terms[0] if len(perf_terms) == 1 else g.op("Sum", *perf_terms)
+    cost = cost_terms[0] if len(cost_terms) == 1 else g.op("Sum", *cost_terms)
+    save_model(g.finish(perf, cost), path)
+    return f"{what} of " + ", ".join(backends)
 
 
 def _blend_weights(oof: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ a router defined anywhere else is added with :func:`mmroute.routers.register_rou
 
 from __future__ import annotations
 
+from mmroute.routers.auto import AutoRouter
 from mmroute.routers.base import Router
 from mmroute.routers.ensemble import EnsembleRouter
 from mmroute.routers.neural import CMRRouter, FusionMFRouter, MLPMFRouter, MLPRouter
@@ -38,6 +39,7 @@ BUILTIN_ROUTERS: tuple[type[Router], ...] = (
     # mmroute's own
     FusionMFRouter,
     EnsembleRouter,
+    AutoRouter,
     # probe routers on a small model's hidden states (reads = "hidden_states")
     MLPProbeRouter,
     AttentionProbeRouter,

@@ -1,0 +1,90 @@
+"""``auto``: router and rule chosen by cross-validation on the training rows only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from router_data import feats, tiny_table
+
+from mmroute.routers import create_router
+from mmroute.routers.auto import default_candidates
+from mmroute.routers.experiment import fit_and_evaluate
+
+CHEAP = ("kmeans", "knn", "linear")
+
+
+def _auto(**kw):
+    return create_router("auto", **{"candidates": CHEAP, "n_folds": 3, "seed": 0, **kw})
+
+
+def test_default_candidates_are_the_deployable_zoo_cheapest_first():
+    names = default_candidates()
+    assert {"knn", "linear", "linear_mf", "kmeans", "fusion_mf", "cmr"} <= set(names)
+    assert not {"auto", "oracle", "random"} & set(names)
+    assert names.index("knn") < names.index("fusion_mf")
+
+
+def test_chooses_an_option_and_rule_and_reports_them():
+    table, x = tiny_table(n=150, m=3, seed=1)
+    router = _auto().fit(feats(x), table.correct, table.cost)
+    assert router.chosen_ in set(CHEAP) | {"stack"} and router.rule_ in ("budget", "tradeoff")
+    assert set(router.cv_scores_) == set(CHEAP) | {"stack"}
+    chosen = router.cv_scores_[router.chosen_][router.rule_]["nAUC"]
+    assert all(chosen >= s[r]["nAUC"] for s in router.cv_scores_.values() for r in s)
+    report = json.loads(json.dumps(router.fit_report()))
+    assert report["chosen"] == router.chosen_ and set(report["cv_seconds"]) == set(CHEAP)
+    assert set(router.validation_) == {"budget", "tradeoff"}   # the guard's out-of-fold scores
+    perf, cost = router.predict(feats(x[:7]))
+    assert perf.shape == cost.shape == (7, 3)
+    if router.chosen_ == "stack":
+        assert np.isclose(router.perf_weights_.sum(), 1.0) and len(router.members_) >= 1
+
+
+def test_the_choice_never_reads_test_rows():
+    """Permuting the test rows' outcomes changes the test metrics, never what auto chose."""
+    table, x = tiny_table(n=200, m=3, seed=2)
+    train, test = table.subset(np.arange(120)), table.subset(np.arange(120, 200))
+    f_train, f_test = feats(x[:120]), feats(x[120:])
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(80)
+    runs = []
+    for outcomes in ((test.correct, test.cost), (test.correct[perm], test.cost[perm])):
+        router = _auto()
+        res = fit_and_evaluate(router, f_train, train, f_test, test, outcomes=outcomes, per_dataset=False)
+        runs.append((router, res))
+    (a, ra), (b, rb) = runs
+    assert (a.chosen_, a.rule_, a.member_names_) == (b.chosen_, b.rule_, b.member_names_)
+    np.testing.assert_array_equal(a.perf_weights_, b.perf_weights_)
+    np.testing.assert_array_equal(ra.perf_pred, rb.perf_pred)
+    assert ra.results["budget"].metrics["nAUC"] != rb.results["budget"].metrics["nAUC"]
+
+
+def test_time_budget_drops_candidates_it_cannot_afford():
+    table, x = tiny_table(n=150, m=3, seed=1)
+    router = _auto(candidates=("kmeans", "linear", "knn"), time_budget_s=1e-6).fit(feats(x), table.correct, table.cost)
+    # The first candidate always runs (there must be a choice); the rest cannot be afforded.
+    assert router.chosen_ == "kmeans" and set(router.skipped_) == {"linear", "knn"}
+    assert "budget" in router.skipped_["linear"]
+
+
+def test_exports_with_parity(tmp_path):
+    from mmroute.export import export_router
+
+    table, x = tiny_table(n=150, m=3, seed=1)
+    for stack in (True, False):
+        router = _auto(stack=stack).fit(feats(x), table.correct, table.cost)
+        result = export_router(router, feats(x[:40]), tmp_path / f"auto{stack}.onnx")
+        assert result.max_abs_diff_perf <= 1e-4 and "auto" in result.backend
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"candidates": ("oracle",)}, r"candidates \['oracle'\] are not candidate routers"),
+    ({"n_folds": 1}, r"n_folds=1 \(expected an integer >= 2\)"),
+    ({"time_budget_s": 0}, r"time_budget_s=0 \(expected a number of seconds > 0\)"),
+    ({"rules": ("cheapest",)}, r"rules=\('cheapest',\)"),
+])
+def test_bad_config_is_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        create_router("auto", **bad)
