@@ -29,9 +29,12 @@ def test_sweep_parent_children_comparison(capsys):
     assert pt["best_child_run_id"] in {c.info.run_id for c in children}
     # The oracle reads the true outcomes: shown in the comparison, never picked as the best.
     assert pt["best_router"] in ("knn", "mlp_mf")
-    best = max(("knn", "mlp_mf"), key=lambda n: by_name[n].data.metrics["budget/nAUC"])
+    # Chosen on the validation score (out-of-fold on training rows), never on the test metrics.
+    best = max(("knn", "mlp_mf"), key=lambda n: by_name[n].data.metrics["val/budget/nAUC"])
     assert pt["best_router"] == best and pt["best_child_run_id"] == by_name[best].info.run_id
-    assert parent.data.metrics["best/budget/nAUC"] == by_name[best].data.metrics["budget/nAUC"]
+    assert pt["best_metric"] == "val/budget/nAUC" and summary["selected_by"] == "val/budget/nAUC"
+    assert parent.data.metrics["best/val/budget/nAUC"] == by_name[best].data.metrics["val/budget/nAUC"]
+    assert "val/budget/nAUC" not in by_name["oracle"].data.metrics
     parts = artifact_paths(client, parent.info.run_id)
     assert {"comparison/routers.csv", "comparison/routers.png", "comparison/pareto_budget.png",
             "config.yaml", "split/test_ids.txt", "model/features.pkl", "data/summary.json"} <= parts
@@ -66,3 +69,29 @@ def test_failed_router_is_recorded_and_sweep_goes_on(capsys):
     assert parent.data.tags["mmroute.failed_routers"] == "mlp_mf"
     [failed] = client.search_runs([parent.info.experiment_id], "tags.`mmroute.router` = 'mlp_mf'")
     assert failed.info.status == "FAILED" and "lr" in failed.data.tags["mmroute.error"]
+
+
+def test_best_child_does_not_depend_on_test_outcomes(tmp_path, capsys):
+    """Permuting the test rows' outcomes changes the test metrics, never the chosen child."""
+    import dataclasses
+
+    import numpy as np
+
+    from mmroute.data import load_table, split_in
+    from mmroute.pipeline.data import write_table
+
+    table = load_table(TINY)
+    _, test_idx = split_in(table, 0.5, 42)
+    correct, cost = table.correct.copy(), table.cost.copy()
+    perm = np.random.default_rng(0).permutation(test_idx)
+    correct[test_idx], cost[test_idx] = correct[perm], cost[perm]
+    shuffled = dataclasses.replace(table, correct=correct, cost=cost)
+    chosen = []
+    for i, t in enumerate((table, shuffled)):
+        path = write_table(t, tmp_path / f"t{i}.parquet")
+        assert main(["sweep", "--routers", "knn,linear,kmeans", "--data", str(path), "--train-frac", "0.5",
+                     "--set", "knn.k=5", "--set", "kmeans.n_clusters=3", "--experiment", "unit"]) == 0
+        summary = last_json(capsys.readouterr().out)
+        runs = mlflow.MlflowClient().get_run(summary["best_child_run_id"])
+        chosen.append((summary["best_router"], summary["val/budget/nAUC"], runs.data.metrics["budget/nAUC"]))
+    assert chosen[0][:2] == chosen[1][:2] and chosen[0][2] != chosen[1][2]

@@ -23,7 +23,7 @@ def test_simplex_weights_recover_a_convex_blend():
 
 def test_ensemble_blends_members_fitted_on_all_rows():
     x, correct, cost = tiny_problem(n=80, missing=0.1)
-    router = create_router("ensemble", members=("linear", "knn", "kmeans"), ks=(5, 20), n_folds=3, seed=0)
+    router = create_router("ensemble", members=("linear", "knn", "kmeans"), ks=(5, 20), n_folds=3, seed=0, guard="off")
     router.fit(feats(x), correct, cost)
     assert [m.name for m in router.members_] == ["linear", "knn", "kmeans"]
     for w in (router.perf_weights_, router.cost_weights_):
@@ -35,7 +35,7 @@ def test_ensemble_blends_members_fitted_on_all_rows():
     np.testing.assert_allclose(pc, sum(w * q for w, (_, q) in zip(router.cost_weights_, member_preds)))
     # The blend is chosen to fit out-of-fold outcomes at least as well as its best member.
     assert router.oof_perf_mse_["blend"] <= min(v for k, v in router.oof_perf_mse_.items() if k != "blend") + 1e-9
-    again = create_router("ensemble", members=("linear", "knn", "kmeans"), ks=(5, 20), n_folds=3, seed=0)
+    again = create_router("ensemble", members=("linear", "knn", "kmeans"), ks=(5, 20), n_folds=3, seed=0, guard="off")
     np.testing.assert_array_equal(perf, again.fit(feats(x), correct, cost).predict(feats(x[:7]))[0])
 
 

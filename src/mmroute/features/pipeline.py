@@ -119,7 +119,12 @@ class FeaturePipeline:
         """Text (n, d_text), image (n, d_image) or None, image_mask (n,) or None for one table."""
         rows = self.encoder if isinstance(self.encoder, RowEncoder) else getattr(self.encoder, "text_rows", None)
         if rows is not None:  # vectors that already exist per row (precomputed), alone or composed
-            text = rows.encode_rows(table)
+            text = np.array(rows.encode_rows(table), dtype=np.float32)
+            # A row whose text was blanked (the image-only modality modes) has no text input: its
+            # stored vector is the text it no longer has, so it reads as zeros, as encoders give.
+            blank = np.array([not t.strip() for t in table.texts()], dtype=bool)
+            if blank.any() and blank.size == text.shape[0]:
+                text[blank] = 0.0
             if text.shape[0] != table.n_instances:
                 raise ValueError(f"{self.encoder!r} gave {text.shape[0]} rows for a table of {table.n_instances}")
         else:

@@ -6,7 +6,8 @@ user does not have. ``auto`` makes that choice the way a careful user would, on 
 
 1. every candidate (default: the zoo's deployable routers with their defaults, cheapest first) is
    fitted ``n_folds`` times, each time predicting the fold it did not see: out-of-fold predictions
-   of every training row. Candidates are fitted without their own guard (the guard acts once, on
+   of every training row (a candidate that computes them inside one fit of its own, ``ensemble``,
+   is fitted once). Candidates are fitted without their own guard (the guard acts once, on
    what ``auto`` chooses). A candidate whose first fold shows it cannot finish within what is left
    of ``time_budget_s`` is dropped (reported, not silent);
 2. the options are each candidate alone and, with ``stack``, a convex blend of the candidates that
@@ -133,22 +134,31 @@ class AutoRouter(Router):
         kinds: dict[str, str] = {}
         self.cv_seconds_: dict[str, float] = {}
         self.skipped_: dict[str, str] = {}
+        prefitted: dict[str, Router] = {}
         for name in names:
             t0 = time.perf_counter()
-            perf, pc = np.zeros((n, m)), np.zeros((n, m))
             try:
-                for k, (tr, va) in enumerate(folds):
-                    member = self._candidate(name).fit(features.subset(tr), correct[tr], cost[tr])
-                    perf[va], pc[va] = member.predict(features.subset(va))
-                    if k == 0:
-                        kinds[name] = _input_kind(member, features)
-                        per_fold = time.perf_counter() - t0
-                        # The remaining folds plus a final refit on all rows (a bit more data).
-                        needed = per_fold * (n_folds - 1 + 1.3)
-                        left = c.time_budget_s - (time.perf_counter() - start)
-                        if needed > left and oof:
-                            raise TimeoutError(f"needs ~{needed:.0f}s more, {max(left, 0):.0f}s of the "
-                                               f"{c.time_budget_s:g}s budget left")
+                candidate = self._candidate(name)
+                if type(candidate).cross_val_predict is not Router.cross_val_predict:
+                    # It computes out-of-fold predictions inside one fit of its own (ensemble).
+                    perf, pc, fitted = candidate.cross_val_predict(features, correct, cost, folds)
+                    if fitted is not None:
+                        prefitted[name] = fitted
+                        kinds[name] = _input_kind(fitted, features)
+                else:
+                    perf, pc = np.zeros((n, m)), np.zeros((n, m))
+                    for k, (tr, va) in enumerate(folds):
+                        member = self._candidate(name).fit(features.subset(tr), correct[tr], cost[tr])
+                        perf[va], pc[va] = member.predict(features.subset(va))
+                        if k == 0:
+                            kinds[name] = _input_kind(member, features)
+                            per_fold = time.perf_counter() - t0
+                            # The remaining folds plus a final refit on all rows (a bit more data).
+                            needed = per_fold * (n_folds - 1 + 1.3)
+                            left = c.time_budget_s - (time.perf_counter() - start)
+                            if needed > left and oof:
+                                raise TimeoutError(f"needs ~{needed:.0f}s more, {max(left, 0):.0f}s of the "
+                                                   f"{c.time_budget_s:g}s budget left")
             except TimeoutError as exc:
                 self.skipped_[name] = str(exc)
                 self.cv_seconds_[name] = time.perf_counter() - t0
@@ -159,6 +169,7 @@ class AutoRouter(Router):
                 self.cv_seconds_[name] = time.perf_counter() - t0
                 log.warning("auto: %s failed in cross-validation: %s", name, exc)
                 continue
+            kinds.setdefault(name, "fused")
             oof[name] = (perf, pc)
             self.cv_seconds_[name] = time.perf_counter() - t0
             log.info("auto: %s cross-validated in %.1fs", name, self.cv_seconds_[name])
@@ -184,7 +195,8 @@ class AutoRouter(Router):
         self._oof = pred if c.guard == "oof" else None
         self.cv_seconds_total_ = time.perf_counter() - start
         t0 = time.perf_counter()
-        self.members_ = [self._candidate(name).fit(features, correct, cost) for name in members]
+        self.members_ = [prefitted.get(name) or self._candidate(name).fit(features, correct, cost)
+                         for name in members]
         self.refit_seconds_ = time.perf_counter() - t0
         log.info("auto: chose %s under the %s rule (out-of-fold nAUC %.4f; members %s); cross-validation "
                  "%.1fs, refit %.1fs", self.chosen_, self.rule_, self.cv_scores_[self.chosen_][self.rule_]["nAUC"],

@@ -129,8 +129,7 @@ class EnsembleRouter(Router):
         self.cost_weights_ = _blend_weights(oof_cost, cost)
         observed = ~np.isnan(correct)
         blend = np.tensordot(self.perf_weights_, oof_perf, axes=1)
-        if c.guard == "oof":
-            self._oof = (blend, np.tensordot(self.cost_weights_, oof_cost, axes=1))
+        self._oof = (blend, np.tensordot(self.cost_weights_, oof_cost, axes=1))
         self.oof_perf_mse_ = {name: float(np.mean((oof_perf[i] - correct)[observed] ** 2))
                               for i, name in enumerate(c.members)}
         self.oof_perf_mse_["blend"] = float(np.mean((blend - correct)[observed] ** 2))
@@ -144,6 +143,18 @@ class EnsembleRouter(Router):
         # optimistic validation, but no extra fits).
         oof, self._oof = self._oof, None
         return oof
+
+    def cross_val_predict(self, features, correct, cost, folds):
+        # One fit gives out-of-fold predictions on its own n_folds folds, and the fitted router.
+        fitted = type(self)(self.config).fit(features, correct, cost)
+        oof = fitted._oof if fitted._oof is not None else fitted._oof_predictions(features, correct, cost)
+        fitted._oof = None
+        return oof[0], oof[1], fitted
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_oof", None)  # training-row predictions: not part of the fitted router
+        return state
 
     def _predict(self, features: Features, **_):
         return self._blend([member.predict(features) for member in self.members_])
