@@ -65,3 +65,21 @@ def test_text_only_composition(tmp_path):
     pipe = build_feature_pipeline("text=tfidf:dim=4", cache_dir=tmp_path / "c").fit(table)
     feats = pipe.transform(table)
     assert feats.image is None and pipe.encoder.modalities == ("text",)
+
+
+def test_pixels_encoder_gives_flat_channel_first_pixels(tmp_path):
+    from PIL import Image
+
+    from mmroute.features.offline import PixelsEncoder
+
+    table = make_table(tmp_path, n=4)
+    enc = create_encoder("pixels:size=8", progress=False)
+    assert isinstance(enc, PixelsEncoder) and enc.dim == 3 * 8 * 8
+    paths = [p if h else None for p, h in zip(table.image_paths, table.has_images)]
+    out = enc.encode_images(paths)
+    first = np.asarray(Image.open(paths[0]).convert("RGB").resize((8, 8), Image.BILINEAR), np.float32) / 255
+    np.testing.assert_allclose(out[0], first.transpose(2, 0, 1).ravel())
+    assert out.min() >= 0 and out.max() <= 1 and not out[3].any()   # row 3 has no image: zeros
+    assert create_encoder("pixels:size=8,gray=true").dim == 64
+    with pytest.raises(ValueError, match=r"pixels size=4 \(expected an integer >= 8\)"):
+        create_encoder("pixels:size=4")

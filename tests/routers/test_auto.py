@@ -88,3 +88,10 @@ def test_exports_with_parity(tmp_path):
 def test_bad_config_is_named(bad, message):
     with pytest.raises(ValueError, match=message):
         create_router("auto", **bad)
+
+
+def test_a_torch_candidate_overrunning_its_first_fold_is_stopped_and_dropped():
+    table, x = tiny_table(n=120, m=3, seed=1)
+    router = _auto(candidates=("kmeans", "mlp"), time_budget_s=1e-3, max_epochs=50).fit(
+        feats(x), table.correct, table.cost)
+    assert router.chosen_ == "kmeans" and "overran" in router.skipped_["mlp"]

@@ -266,3 +266,32 @@ def test_registered_under_their_names():
     router = create_router("fusion_mf", latent=8)
     assert isinstance(router, FusionMFRouter) and router.config.latent == 8
     assert router.lightning_logger is None and router.lightning_callbacks == []
+
+
+@pytest.mark.parametrize("name", ["fusion_mf", "cmr"])
+def test_learned_image_tower_on_pixels_trains_and_exports(name, tmp_path):
+    from mmroute.export import export_router
+    from mmroute.routers.neural.modules import ImageTower
+
+    rng = np.random.default_rng(0)
+    n, side = 64, 8
+    pixels = rng.random((n, 3 * side * side)).astype(np.float32)      # 3 x 8 x 8, channel first
+    text = rng.normal(size=(n, D_TEXT)).astype(np.float32)
+    correct = (pixels[:, :M] > 0.5).astype(float)
+    cost = np.exp(np.tile(np.arange(M, dtype=float), (n, 1)))
+    feats = Features(fused=text, text=text, image=pixels, image_mask=np.ones(n, bool))
+    router = make_router(name, image_tower="cnn", max_epochs=2).fit(feats, correct, cost)
+    member = router.network_
+    assert isinstance(member.proj_image, ImageTower) and member.proj_image.side == side
+    result = export_router(router, feats.subset(np.arange(16)), tmp_path / "tower.onnx")
+    assert result.max_abs_diff_perf <= 1e-4
+
+
+def test_learned_image_tower_names_features_that_are_not_pixels():
+    feats, correct, cost = make_data()  # image width 6: not a square image
+    with pytest.raises(ValueError, match=r"image_tower='cnn' reads square pixel images .* width 6"):
+        make_router("fusion_mf", image_tower="cnn").fit(feats, correct, cost)
+    # Without training images there is nothing for a tower to learn from: the branch stays linear.
+    text_only, correct, cost = make_data(images=False)
+    router = make_router("fusion_mf", image_tower="cnn", max_epochs=1).fit(text_only, correct, cost)
+    assert not router.image_seen_

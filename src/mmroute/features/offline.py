@@ -17,7 +17,7 @@ from mmroute.features.cache import hash_texts
 from mmroute.features.encoders import (Encoder, check_bad_image_policy, log_bad_images, open_rgb,
                                        parse_kv_options, register_encoder)
 
-__all__ = ["TfidfTextEncoder", "ImageStatsEncoder", "OfflineEncoder", "image_statistics"]
+__all__ = ["TfidfTextEncoder", "ImageStatsEncoder", "PixelsEncoder", "OfflineEncoder", "image_statistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +221,67 @@ class ImageStatsEncoder(Encoder):
                     bad.append(str(paths[i]))
                     continue
                 out[i] = self._one(image)
+        log_bad_images(self.name, bad, sum(1 for p in paths if p))
+        return out
+
+
+@register_encoder
+class PixelsEncoder(Encoder):
+    """Raw downsampled pixels: each image resized to ``size`` x ``size`` (bilinear), RGB (or grey
+    with ``gray=True``) in [0, 1], flattened channel-first: ``3 * size**2`` (``size**2``) values.
+
+    The input of the learned image tower (``image_tower=cnn`` in ``fusion_mf`` / ``cmr``), for
+    users without pretrained vision weights; compose it with any text encoder:
+    ``text=precomputed:emb.npy,image=pixels:size=32``.
+    """
+
+    name = "pixels"
+    modalities = ("image",)
+
+    def __init__(self, size: int = 32, gray: bool = False, batch_size: int = 64, on_bad_image: str = "error",
+                 progress: bool = True) -> None:
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"pixels size={size!r} (expected an integer >= 8)")
+        self.size = size
+        self.gray = bool(gray)
+        self.batch_size = batch_size
+        self.on_bad_image = check_bad_image_policy(on_bad_image)
+        self.progress = progress
+
+    @classmethod
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "PixelsEncoder":
+        return cls(**{**parse_kv_options(arg, spec), **options})
+
+    @property
+    def dim(self) -> int:
+        return (1 if self.gray else 3) * self.size ** 2
+
+    @property
+    def identity(self) -> str:
+        return f"pixels-v1(size={self.size},gray={self.gray},on_bad_image={self.on_bad_image})"
+
+    @property
+    def preprocess(self):
+        from PIL import Image
+
+        mode = "L" if self.gray else "RGB"
+        return lambda image: image.convert(mode).resize((self.size, self.size), Image.BILINEAR)
+
+    def encode_images(self, paths: Sequence[str | None]) -> np.ndarray:
+        out = np.zeros((len(paths), self.dim), dtype=np.float32)
+        bad: list[str] = []
+        prep = self.preprocess
+        starts = range(0, len(paths), max(int(self.batch_size), 1))
+        for start in _progress(starts, len(starts), "pixels", self.progress):
+            for i in range(start, min(start + self.batch_size, len(paths))):
+                if not paths[i]:
+                    continue
+                image = open_rgb(str(paths[i]), self.on_bad_image)
+                if image is None:
+                    bad.append(str(paths[i]))
+                    continue
+                arr = np.asarray(prep(image), dtype=np.float32) / 255.0
+                out[i] = (arr[None] if self.gray else arr.transpose(2, 0, 1)).ravel()
         log_bad_images(self.name, bad, sum(1 for p in paths if p))
         return out
 

@@ -147,8 +147,15 @@ class AutoRouter(Router):
                         kinds[name] = _input_kind(fitted, features)
                 else:
                     perf, pc = np.zeros((n, m)), np.zeros((n, m))
+                    # The first fold may take at most its share of what is left: a torch candidate is
+                    # stopped mid-training when it overruns (its epochs are the slow part).
+                    left = c.time_budget_s - (time.perf_counter() - start)
+                    deadline = t0 + max(left, 0.0) / (n_folds + 0.3) if oof else None
                     for k, (tr, va) in enumerate(folds):
-                        member = self._candidate(name).fit(features.subset(tr), correct[tr], cost[tr])
+                        member = self._candidate(name)
+                        if k == 0 and deadline is not None and hasattr(member, "lightning_callbacks"):
+                            member.lightning_callbacks.append(_deadline_callback(deadline, c.time_budget_s))
+                        member.fit(features.subset(tr), correct[tr], cost[tr])
                         perf[va], pc[va] = member.predict(features.subset(va))
                         if k == 0:
                             kinds[name] = _input_kind(member, features)
@@ -268,6 +275,18 @@ class AutoRouter(Router):
             "guard": None if self.guard_ is None else self.guard_.describe(),
             "validation": self.validation_,
         })
+
+
+def _deadline_callback(deadline: float, budget: float):
+    """A Lightning callback raising TimeoutError once ``time.perf_counter()`` passes ``deadline``."""
+    from lightning.pytorch.callbacks import Callback
+
+    class _Deadline(Callback):
+        def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"its first fold overran its share of the {budget:g}s budget")
+
+    return _Deadline()
 
 
 def _score(metrics: dict[str, float]) -> float:

@@ -176,6 +176,7 @@ class NeuralRouter(Router):
             self.d_in_ = features.n_features
             return
         text = features.text if features.text is not None else features.fused
+        self.image_seen_ = features.image is not None
         self.d_text_ = int(text.shape[1])
         # Text-only training: assume the image space matches the text one (as for CLIP towers),
         # so an image-bearing test set (mode 12) still fits the graph.

@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RouterNetwork", "MLPNet", "MLPMFNet", "CMRNet", "FusionMFNet", "EnsembleNet"]
+__all__ = ["RouterNetwork", "MLPNet", "MLPMFNet", "CMRNet", "FusionMFNet", "EnsembleNet", "ImageTower",
+           "IMAGE_TOWERS", "pixel_shape", "image_projection"]
+
+IMAGE_TOWERS = ("linear", "cnn")
 
 # Additive attention / gate bias that removes a missing modality. Finite (not -inf) so that
 # softmax stays defined under fp16/bf16 autocast; exp(-1e4) is 0 in every float format.
@@ -122,6 +125,49 @@ class MLPMFNet(RouterNetwork):
         return self.perf_heads.bias
 
 
+def pixel_shape(d_image: int) -> tuple[int, int]:
+    """(channels, side) of flattened square pixel features of width ``d_image`` (RGB first, then
+    grey); raises ValueError naming the width when it is neither ``3 * s * s`` nor ``s * s``."""
+    for channels in (3, 1):
+        side = int(round((d_image / channels) ** 0.5))
+        if d_image % channels == 0 and side * side * channels == d_image and side >= 8:
+            return channels, side
+    raise ValueError(f"image_tower='cnn' reads square pixel images (3*s*s or s*s values, s >= 8, e.g. the "
+                     f"'pixels:size=32' image encoder), got image features of width {d_image}")
+
+
+class ImageTower(nn.Module):
+    """A small convolutional tower on downsampled pixels, trained with the routing loss.
+
+    Input (b, C*s*s) flattened channel-first pixels (standardised per position by the network's
+    input scaling); two stride-2 3x3 convolutions (``width``, ``2 * width`` channels) with GELU,
+    global average pooling, then Linear-LayerNorm-GELU to ``d_out``. No pretrained weights.
+    """
+
+    def __init__(self, d_image: int, d_out: int, width: int = 16) -> None:
+        super().__init__()
+        self.channels, self.side = pixel_shape(d_image)
+        self.convs = nn.Sequential(
+            nn.Conv2d(self.channels, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU())
+        self.head = nn.Sequential(nn.Linear(2 * width, d_out), nn.LayerNorm(d_out), nn.GELU())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.reshape(-1, self.channels, self.side, self.side)
+        return self.head(self.convs(x).mean(dim=(2, 3)))
+
+
+def image_projection(kind: str, d_image: int, d_out: int, *, layer_norm: bool = True) -> nn.Module:
+    """The image branch: ``"linear"`` (Linear[-LayerNorm-GELU]) or ``"cnn"`` (:class:`ImageTower`)."""
+    if kind == "cnn":
+        return ImageTower(d_image, d_out)
+    if kind != "linear":
+        raise ValueError(f"image_tower={kind!r} (expected one of {list(IMAGE_TOWERS)})")
+    if not layer_norm:
+        return nn.Linear(d_image, d_out)
+    return nn.Sequential(nn.Linear(d_image, d_out), nn.LayerNorm(d_out), nn.GELU())
+
+
 class _ModalityNetwork(RouterNetwork):
     """Splits ``x = [text, image, mask]``; image features are zeroed where the mask is 0."""
 
@@ -167,10 +213,11 @@ class CMRNet(_ModalityNetwork):
     absent), mean-pooled over present tokens, then performance and cost heads."""
 
     def __init__(self, d_text: int, d_image: int, n_models: int, d_model: int = 512,
-                 n_heads: int = 8, n_layers: int = 2, d_ff: int = 1024, dropout: float = 0.1) -> None:
+                 n_heads: int = 8, n_layers: int = 2, d_ff: int = 1024, dropout: float = 0.1,
+                 image_tower: str = "linear") -> None:
         super().__init__(d_text, d_image, n_models)
         self.proj_text = nn.Linear(d_text, d_model)
-        self.proj_image = nn.Linear(d_image, d_model)
+        self.proj_image = image_projection(image_tower, d_image, d_model, layer_norm=False)
         self.token_type = nn.Parameter(torch.zeros(2, d_model))
         self.layers = nn.ModuleList(_EncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
@@ -209,10 +256,10 @@ class FusionMFNet(_ModalityNetwork):
 
     def __init__(self, d_text: int, d_image: int, n_models: int, d_proj: int = 256,
                  hidden: Sequence[int] = (256,), latent: int = 64, cost_latent: int = 16,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, image_tower: str = "linear") -> None:
         super().__init__(d_text, d_image, n_models)
         self.proj_text = nn.Sequential(nn.Linear(d_text, d_proj), nn.LayerNorm(d_proj), nn.GELU())
-        self.proj_image = nn.Sequential(nn.Linear(d_image, d_proj), nn.LayerNorm(d_proj), nn.GELU())
+        self.proj_image = image_projection(image_tower, d_image, d_proj)
         self.gate = nn.Linear(2 * d_proj, 2)
         self.interact = nn.Linear(2 * d_proj, d_proj)
         self.drop = nn.Dropout(dropout)

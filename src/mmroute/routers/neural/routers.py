@@ -5,7 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from mmroute.constraints import Options
 from mmroute.routers.neural.base import POSITIVE, WIDTHS, NeuralRouter, NeuralRouterConfig
+
+# The image branch of the modality routers: a linear projection of the image features, or a small
+# CNN on raw downsampled pixels (the 'pixels' image encoder) trained end to end with the routing
+# loss, for users without pretrained vision weights. Off by default: on MATH-V it has not earned
+# its place (README, real data).
+_TOWER = {"image_tower": [Options(("linear", "cnn"))]}
 
 __all__ = ["MLPConfig", "MLPRouter", "MLPMFConfig", "MLPMFRouter", "CMRConfig", "CMRRouter",
            "FusionMFConfig", "FusionMFRouter"]
@@ -56,13 +63,21 @@ class MLPMFRouter(NeuralRouter):
         return MLPMFNet(self.d_in_, self.n_models_, hidden=c.hidden, latent=c.latent, dropout=c.dropout)
 
 
+def _tower(router) -> str:
+    # Without training images there are no pixels to learn from: the image branch stays linear.
+    return router.config.image_tower if getattr(router, "image_seen_", True) else "linear"
+
+
 @dataclasses.dataclass
 class CMRConfig(NeuralRouterConfig):
-    """Cross-modal attention: ``d_model``-d tokens, ``n_layers`` x ``n_heads`` self-attention."""
+    """Cross-modal attention: ``d_model``-d tokens, ``n_layers`` x ``n_heads`` self-attention;
+    ``image_tower``: "linear" projection of the image features or "cnn" on raw pixels (see
+    :class:`~mmroute.routers.neural.modules.ImageTower`)."""
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        name: POSITIVE for name in ("d_model", "n_heads", "n_layers", "d_ff")}
+        **{name: POSITIVE for name in ("d_model", "n_heads", "n_layers", "d_ff")}, **_TOWER}
 
+    image_tower: str = "linear"
     d_model: int = 512
     n_heads: int = 8
     n_layers: int = 2
@@ -88,14 +103,15 @@ class CMRRouter(NeuralRouter):
 
         c = self.config
         return CMRNet(self.d_text_, self.d_image_, self.n_models_, d_model=c.d_model, n_heads=c.n_heads,
-                      n_layers=c.n_layers, d_ff=c.d_ff, dropout=c.dropout)
+                      n_layers=c.n_layers, d_ff=c.d_ff, dropout=c.dropout, image_tower=_tower(self))
 
 
 @dataclasses.dataclass
 class FusionMFConfig(NeuralRouterConfig):
     """mmroute's router: per-modality projections (``d_proj``), learned gated fusion, an MLP
     (``hidden``) to a low-rank query latent (``latent``), learned model embeddings, a BCE
-    correctness head and a log-cost head (``cost_latent``)."""
+    correctness head and a log-cost head (``cost_latent``); ``image_tower``: "linear" projection of
+    the image features or "cnn" on raw pixels (see :class:`~mmroute.routers.neural.modules.ImageTower`)."""
 
     # Defaults chosen on a validation split of the training rows of the MMLU-Pro table (train
     # fractions 0.2 and 0.8, never the test rows): a 5-member ensemble was the one consistent gain
@@ -112,7 +128,8 @@ class FusionMFConfig(NeuralRouterConfig):
     n_ensemble: int = 5
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "hidden": WIDTHS, **{name: POSITIVE for name in ("d_proj", "latent", "cost_latent")}}
+        "hidden": WIDTHS, **{name: POSITIVE for name in ("d_proj", "latent", "cost_latent")}, **_TOWER}
+    image_tower: str = "linear"
 
 
 class FusionMFRouter(NeuralRouter):
@@ -127,4 +144,5 @@ class FusionMFRouter(NeuralRouter):
 
         c = self.config
         return FusionMFNet(self.d_text_, self.d_image_, self.n_models_, d_proj=c.d_proj, hidden=c.hidden,
-                           latent=c.latent, cost_latent=c.cost_latent, dropout=c.dropout)
+                           latent=c.latent, cost_latent=c.cost_latent, dropout=c.dropout,
+                           image_tower=_tower(self))
