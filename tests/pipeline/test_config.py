@@ -50,8 +50,8 @@ def test_router_overrides_typed_and_scoped():
     import dataclasses
 
     names = list_routers()
-    neural = [n for n in names if "max_epochs" in {f.name for f in dataclasses.fields(router_class(n).config_class)}]
-    plain = [n for n in names if n not in neural]
+    neural = [n for n in names if {"max_epochs", "lr"} <= {f.name for f in dataclasses.fields(router_class(n).config_class)}]
+    plain = [n for n in names if "max_epochs" not in {f.name for f in dataclasses.fields(router_class(n).config_class)}]
     assert neural and plain
     cfg = PipelineConfig(max_epochs=3, router_options=(f"{neural[0]}.lr=0.01",))
     got = router_overrides(neural[0], cfg)

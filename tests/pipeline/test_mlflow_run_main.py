@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 def test_main_entry_point_parent_with_a_child_per_router(tmp_path):
     from mmroute.routers import create_router, list_routers
 
-    mlflow_run(tmp_path, "-P", "data=synthetic:n=90,seed=3", "-P", "max_epochs=2")
+    # auto cross-validates a few candidates here (its default, the whole zoo, is the slow part).
+    mlflow_run(tmp_path, "-P", "data=synthetic:n=90,seed=3", "-P", "max_epochs=2",
+               "-P", "options=auto.candidates=kmeans,knn,linear,mlp_mf")
     client = mlflow.MlflowClient()
     [parent] = project_runs("main")
     assert parent.info.status == "FINISHED" and parent.data.tags["mmroute.step"] == "main"
@@ -23,6 +25,8 @@ def test_main_entry_point_parent_with_a_child_per_router(tmp_path):
     by_name = {c.data.tags["mmroute.router"]: c for c in children}
     assert sorted(by_name) == list_routers()
     assert parent.data.tags["best_child_run_id"] in {c.info.run_id for c in children}
+    assert parent.data.tags["best_metric"] == "val/budget/nAUC"   # chosen on training rows
+    assert by_name["auto"].data.params["auto.chosen"] and "auto/cv_seconds/knn" in by_name["auto"].data.metrics
     for name, child in by_name.items():
         m = child.data.metrics
         assert child.info.status == "FINISHED", name
