@@ -31,17 +31,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def run(data_dir: Path, mode: str, fusion: str, routers: str, image: str, frac: str,
         options: list[str]) -> dict[str, Any]:
-    from mmroute.cli.benchmark import register, run_benchmark
+    from mmroute.pipeline import PipelineConfig
+    from mmroute.pipeline.benchmark import run_benchmark
 
     spec = f"text=precomputed:{data_dir / 'mathv_minilm.npy'},image={image}"
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    argv = ["benchmark", "--table", str(data_dir / "mathv_routing.parquet"), "--encoder", spec,
-            "--fusion", fusion, "--split", "in", "--train-frac", frac, "--seed", "42", "--mode", mode,
-            "--routers", routers, "--rule", "both", "--images", "error", "--out", "unused.json"]
-    for item in options:
-        argv += ["--set", item]
-    return run_benchmark(parser.parse_args(argv))
+    cfg = PipelineConfig(data=str(data_dir / "mathv_routing.parquet"), features=spec, fusion=fusion, split="in",
+                         train_frac=float(frac), split_seed=42, mode=int(mode), routers=routers,
+                         rules=("budget", "tradeoff"), images="error", router_options=tuple(options))
+    return run_benchmark(cfg)
 
 
 def _cell(m: dict[str, Any]) -> str:

@@ -165,8 +165,8 @@ def test_knn_hnsw_index_has_measured_recall_and_exports_the_exact_graph(tmp_path
     correct = (x[:, :3] > 0).astype(float)
     cost = np.exp(0.1 * x[:, 3:6])
     train, test = Features.from_array(x[:2500]), Features.from_array(x[2500:])
-    exact = create_router("knn", k=20, index="exact").fit(train, correct[:2500], cost[:2500])
-    auto = create_router("knn", k=20, index_threshold=2000).fit(train, correct[:2500], cost[:2500])
+    exact = create_router("knn", k=20, index="exact", guard="off").fit(train, correct[:2500], cost[:2500])
+    auto = create_router("knn", k=20, index_threshold=2000, guard="off").fit(train, correct[:2500], cost[:2500])
     assert exact.index_ is None and auto.index_ is not None
     assert 0.95 <= auto.index_recall_ <= 1.0
     p_exact, c_exact = exact.predict(test)
@@ -180,3 +180,14 @@ def test_knn_hnsw_index_has_measured_recall_and_exports_the_exact_graph(tmp_path
     np.testing.assert_array_equal(again.predict(test)[0], p_auto)
     below = create_router("knn", k=20).fit(train, correct[:2500], cost[:2500])  # default threshold 50k
     assert below.index_ is None
+
+
+def test_neighbour_selection_is_the_stable_sort_prefix_ties_included():
+    from mmroute.routers.nonparametric import _smallest_stable
+
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        # Few distinct values: ties inside, across and at the k-th position.
+        key = rng.integers(0, 4, size=(6, 25)).astype(float) if trial % 2 else rng.normal(size=(6, 25))
+        k = int(rng.integers(1, 26))
+        np.testing.assert_array_equal(_smallest_stable(key, k), np.argsort(key, axis=1, kind="stable")[:, :k])

@@ -312,7 +312,7 @@ class KNNRouter(Router):
                 key = -(xb @ train.T)  # larger similarity first
             else:
                 key = sq[None, :] - 2.0 * (xb @ train.T)  # ||x||^2 does not change the order
-            out[start:start + chunk] = np.argsort(key, axis=1, kind="stable")[:, :k]
+            out[start:start + chunk] = _smallest_stable(key, k)
         return out
 
     def _predict(self, features, **_):
@@ -343,6 +343,25 @@ class KNNRouter(Router):
         if getattr(self, "index_", None) is not None:
             return f"onnx (exact TopK neighbour means; native HNSW recall@k {self.index_recall_:.4f})"
         return "onnx (TopK neighbour means)"
+
+
+def _smallest_stable(key: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the ``k`` smallest keys in ascending order, ties by index: exactly
+    ``np.argsort(key, kind="stable")[:, :k]``, in O(n) per row (a partition, then a sort of k)
+    instead of a full sort; rows with ties straddling the k-th key take the full stable sort."""
+    n_rows, width = key.shape
+    if k >= width:
+        return np.argsort(key, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(key, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(key, part, axis=1)
+    kth = vals.max(axis=1, keepdims=True)
+    # The k-th key ties with keys outside the partition: which of them comes first is by index.
+    straddle = (key == kth).sum(axis=1) != (vals == kth).sum(axis=1)
+    order = np.lexsort((part, vals), axis=1)
+    out = np.take_along_axis(part, order, axis=1)
+    if straddle.any():
+        out[straddle] = np.argsort(key[straddle], axis=1, kind="stable")[:, :k]
+    return out
 
 
 # --------------------------------------------------------------------------- k-means
