@@ -41,6 +41,7 @@ __all__ = ["AutoConfig", "AutoRouter", "default_candidates", "COST_ORDER"]
 
 log = logging.getLogger(__name__)
 
+
 # Typical fit cost, cheapest first (routers not listed go last, in name order).
 COST_ORDER = ("kmeans", "knn", "linear", "linear_mf", "kmeans_adaptive", "ensemble", "mlp", "mlp_mf",
               "fusion_mf", "cmr")
@@ -137,6 +138,11 @@ class AutoRouter(Router):
         prefitted: dict[str, Router] = {}
         for name in names:
             t0 = time.perf_counter()
+            if oof and time.perf_counter() - start >= c.time_budget_s:
+                self.skipped_[name] = f"the {c.time_budget_s:g}s budget was spent before it started"
+                self.cv_seconds_[name] = 0.0
+                log.info("auto: %s dropped: %s", name, self.skipped_[name])
+                continue
             try:
                 candidate = self._candidate(name)
                 if type(candidate).cross_val_predict is not Router.cross_val_predict:
