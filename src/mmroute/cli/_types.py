@@ -57,3 +57,12 @@ def key_value(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         parsed = value
     return key.strip(), parsed
+
+
+def add_image_access(parser: Any) -> None:
+    """``--image-root`` and ``--allow-outside-images``: where a table's image paths may lead."""
+    parser.add_argument("--image-root", type=optional_str, default=None, metavar="DIR",
+                        help="folder every image path must resolve into (default: the table's folder)")
+    parser.add_argument("--allow-outside-images", action="store_true",
+                        help="accept image paths outside the image root (../, absolute, symlinks out): "
+                             "only for tables you trust")

@@ -1,6 +1,7 @@
 """``mmroute data``: validate an outcome table, generate the synthetic default.
 
     mmroute data validate PATH [--images error|warn|ignore] [--dataset A+B] [--json]
+                          [--image-root DIR] [--allow-outside-images]
     mmroute data synth OUT_DIR [--n N] [--seed S] [--image-size PX]
 """
 
@@ -11,6 +12,8 @@ import json
 import sys
 from typing import Any, Sequence
 from mmroute.vocabulary import IMAGE_POLICIES
+
+from mmroute.cli._types import add_image_access
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,6 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      help="image paths that do not exist: fail (default), warn, or do not check")
     val.add_argument("--dataset", default=None, help="keep only these datasets, joined by '+'")
     val.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_image_access(val)
     val.set_defaults(func=cmd_validate)
 
     syn = sub.add_parser("synth", help="write the synthetic default table (CSV + PNG images)")
@@ -51,8 +55,14 @@ def format_summary(summary: dict[str, Any], missing_per_model: dict[str, int]) -
     width = max([len("model")] + [len(m) for m in summary["model_accuracy"]])
     lines.append(f"{'model':<{width}}  accuracy   mean cost  missing")
     for m, acc in summary["model_accuracy"].items():
+        if acc is None:  # every outcome missing: there is no accuracy to show, and 0 would be a lie
+            lines.append(f"{m:<{width}}  {'no outcomes':>20}  {missing_per_model.get(m, 0):7d}")
+            continue
         lines.append(f"{m:<{width}}  {acc:8.4f}  {summary['model_mean_cost'][m]:10.4g}  "
                      f"{missing_per_model.get(m, 0):7d}")
+    empty = summary.get("models_without_outcomes") or []
+    if empty:
+        lines.append(f"warning: {len(empty)} model(s) have no outcome at all: {', '.join(empty)}")
     return "\n".join(lines)
 
 
@@ -60,7 +70,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from mmroute.data import TableValidationError, load_table
 
     try:
-        table = load_table(args.path, images=args.images, dataset=args.dataset)
+        table = load_table(args.path, images=args.images, dataset=args.dataset, image_root=args.image_root,
+                           allow_outside_images=args.allow_outside_images)
     except TableValidationError as err:
         print(f"mmroute data validate: {err}", file=sys.stderr)
         return 1

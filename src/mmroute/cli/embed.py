@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
+
+from mmroute.cli._types import add_image_access
 from mmroute.cli.options import add_deprecated_alias, encoder_spec
 from mmroute.vocabulary import DEFAULT_DATA, FUSIONS, IMAGE_POLICIES
 
@@ -50,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .npz path")
     p.add_argument("--images", default="error", choices=IMAGE_POLICIES,
                    help="what the loader does with image paths that name no file")
+    add_image_access(p)
     p.add_argument("--on-bad-image", choices=["error", "zero"], default=None,
                    help="image encoders: fail on unreadable images, or use zero vectors (logged)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -77,7 +80,8 @@ def run_embed(args: argparse.Namespace) -> int:
     # The pipeline first: a bad encoder spec or option fails before a large table is loaded.
     pipe = build_feature_pipeline(args.features, fusion=args.fusion, cache_dir=args.cache_dir, device=args.device,
                                   fusion_params=dict(args.fusion_param), use_cache=not args.no_cache, **options)
-    table = load_table(args.data, images=args.images)
+    table = load_table(args.data, images=args.images, image_root=args.image_root,
+                       allow_outside_images=args.allow_outside_images)
     arrays: dict[str, Any] = {}
     if args.train_frac is not None:
         train_idx, _ = split_in(table, args.train_frac, args.split_seed)

@@ -22,7 +22,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from mmroute.cli._types import integer, optional_int, optional_str
+from mmroute.cli._types import add_image_access, integer, optional_int, optional_str
 from mmroute.cli.options import add_config_arguments, add_deprecated_alias, config_kwargs
 from mmroute.vocabulary import IMAGE_POLICIES
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 COMMANDS = ("prepare", "train", "sweep", "evaluate", "run")
 
 
-_DATA = ("data", "images", "dataset", "experiment")
+_DATA = ("data", "images", "dataset", "image_root", "allow_outside_images", "experiment")
 
 
 def _add_data(p: argparse.ArgumentParser) -> dict:
@@ -62,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=fmt)
     _add_data(p)
     p.add_argument("--out", type=optional_str, default=None,
-                   help="also write the table here (.parquet or .csv, generic <model>_correct/_cost columns)")
+                   help="also write the table here (.parquet or .csv, generic <model>_correct/_cost columns; "
+                        "image paths outside its folder are written absolute: load it back with "
+                        "--allow-outside-images or --image-root)")
     p.set_defaults(func=_cmd_prepare)
 
     p = subparsers.add_parser("train", help="train and evaluate one router (tracked)",
@@ -91,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", choices=("test", "all"), default="test",
                    help="the run's test rows (by instance id) or every row of the table")
     p.add_argument("--images", default="warn", choices=IMAGE_POLICIES)
+    add_image_access(p)
     p.add_argument("--mode", type=optional_int, default=None, help="modality mode (default: the run's)")
     p.add_argument("--cache-dir", type=optional_str, default=None)
     p.add_argument("--experiment", type=optional_str, default=None)
@@ -138,7 +141,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from mmroute.pipeline import run_prepare
 
     return _report(run_prepare(args.data, images=args.images, dataset=args.dataset, out=args.out,
-                               experiment=args.experiment))
+                               experiment=args.experiment, image_root=args.image_root,
+                               allow_outside_images=args.allow_outside_images))
 
 
 @_tracked
@@ -168,7 +172,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mmroute.pipeline import run_evaluate
 
     return _report(run_evaluate(args.run_id, data=args.data, rows=args.rows, images=args.images,
-                                mode=args.mode, cache_dir=args.cache_dir, experiment=args.experiment))
+                                mode=args.mode, cache_dir=args.cache_dir, experiment=args.experiment,
+                                image_root=args.image_root, allow_outside_images=args.allow_outside_images))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

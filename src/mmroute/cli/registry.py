@@ -109,10 +109,64 @@ def _tracking() -> None:
     mlflow.set_registry_uri(location.uri)
 
 
+def check_model(name: str, version: str | None = None, *, client: Any = None) -> None:
+    """Raise a one-line ValueError unless ``name`` is a registered model (with ``version``).
+
+    The registry's own errors for these are tracebacks of ``MlflowException``; a version must be
+    a positive integer (``abc`` and ``0`` are not versions).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(m.name for m in client.search_registered_models(max_results=50))
+        raise ValueError(f"no registered model named {name!r}; registered models: "
+                         f"{', '.join(known) if known else 'none'}") from None
+    if version is None:
+        return
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    listed = ", ".join(map(str, versions)) or "none"
+    if not version.strip().isdigit() or int(version) < 1:
+        raise ValueError(f"version {version!r} of {name!r}: expected a positive integer version number "
+                         f"(versions: {listed})")
+    if int(version) not in versions:
+        raise ValueError(f"{name!r} has no version {version}; versions: {listed}")
+
+
+def _registry_errors(command):
+    """An unusable tracking location (exit 3, as the pipeline commands) and whatever the registry
+    still raises (a version deleted meanwhile...) end in one line."""
+    def wrapper(args: argparse.Namespace) -> int:
+        from mlflow.exceptions import MlflowException
+
+        from mmroute.tracking import TrackingUnavailableError
+
+        try:
+            return command(args)
+        except TrackingUnavailableError as exc:
+            if args.verbose:
+                raise
+            print(f"mmroute {args.command}: tracking unavailable: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except MlflowException as exc:
+            if args.verbose:
+                raise
+            first = (exc.message or str(exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"mmroute {args.command}: error: {first}", file=sys.stderr)
+            return 1
+    wrapper.__name__ = command.__name__
+    wrapper.__doc__ = command.__doc__
+    return wrapper
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+@_registry_errors
 def cmd_export(args: argparse.Namespace) -> int:
     from mmroute.pipeline.export import export_run
 
@@ -124,6 +178,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@_registry_errors
 def cmd_register(args: argparse.Namespace) -> int:
     from mmroute.pipeline.register import register_run
 
@@ -133,10 +188,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+@_registry_errors
 def cmd_promote(args: argparse.Namespace) -> int:
     from mmroute.registry import PromotionBusy, PromotionRefused, promote
 
     _tracking()
+    check_model(args.model, args.version)
     eval_table = args.eval_table
     if args.to == "production" and eval_table is None:
         from mmroute.pipeline.register import default_eval_table
@@ -155,10 +212,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+@_registry_errors
 def cmd_rollback(args: argparse.Namespace) -> int:
     from mmroute.registry import PromotionBusy, rollback
 
     _tracking()
+    check_model(args.model)
     try:
         _print(rollback(args.model).to_dict())
     except PromotionBusy as exc:
@@ -167,10 +226,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+@_registry_errors
 def cmd_status(args: argparse.Namespace) -> int:
     from mmroute.registry import status
 
     _tracking()
+    check_model(args.model)
     info = status(args.model)
     if args.json:
         _print(info)

@@ -1,5 +1,6 @@
 """Outcome tables: the in-memory type, loaders, validation, splits, modality modes, synthetic default."""
 
+from mmroute.data.images import DEFAULT_MAX_IMAGE_PIXELS, ImageRoot
 from mmroute.data.loaders import load_table
 from mmroute.data.splits import MODES, Mode, apply_mode, split_column, split_in, split_out
 from mmroute.data.synthetic import default_cache_dir, make_synthetic
@@ -7,6 +8,8 @@ from mmroute.data.table import OutcomeTable
 from mmroute.data.validate import TableValidationError, validate_table
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "ImageRoot",
     "MODES",
     "Mode",
     "OutcomeTable",

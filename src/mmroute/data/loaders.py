@@ -31,6 +31,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from mmroute.data.images import ImageRoot
 from mmroute.data.table import OutcomeTable
 from mmroute.data.validate import (
     TableValidationError,
@@ -40,7 +41,8 @@ from mmroute.data.validate import (
     validate_table,
 )
 
-__all__ = ["load_table", "read_frame", "frame_to_table", "query_inputs", "image_base_for", "FrameTable", "filter_datasets", "concat_tables", "canon", "parse_dataset_filter"]
+__all__ = ["load_table", "read_frame", "frame_to_table", "query_inputs", "image_base_for", "FrameTable",
+           "filter_datasets", "concat_tables", "canon", "parse_dataset_filter", "outside_image_problems"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,18 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     files you trust.
     """
     path = Path(path)
+    try:
+        return _read_frame(path)
+    except pd.errors.EmptyDataError:
+        raise TableValidationError(str(path), [
+            "the file is empty (no header row); expected a header with a question column and "
+            "'<model>_correct' / '<model>_cost' pairs"]) from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise TableValidationError(str(path), [f"cannot parse the file as {path.suffix or 'a table'}: "
+                                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]) from None
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     id_dtypes = {c: str for c in ID_COLUMNS}  # keep "007" as "007", not 7
     if suffix == ".csv":
@@ -122,10 +136,29 @@ def _numeric(df: pd.DataFrame, col: str, problems: list[str], rows: np.ndarray) 
 
 
 def _resolve_image(value: str, base: Path) -> str:
+    # Resolved (symlinks followed) so that outside_image_problems sees where a path really leads.
     if not value:
         return ""
     p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
+    return str((p if p.is_absolute() else base / p).resolve())
+
+
+def outside_image_problems(table: OutcomeTable, image_root: ImageRoot, column: str | None) -> list[str]:
+    """One message for the rows whose (resolved) image path leaves ``image_root``; [] when none do."""
+    if table.image_paths is None or image_root.allow_outside:
+        return []
+    bad = [i for i, p in enumerate(table.image_paths) if isinstance(p, str) and not image_root.contains(p)]
+    if not bad:
+        return []
+    raw = table.extra.get(column) if column else None
+    shown = []
+    for i in bad[:3]:
+        original = "" if raw is None or _is_missing(raw[i]) else str(raw[i])
+        resolved = table.image_paths[i]
+        shown.append(f"{original!r} -> {resolved!r}" if original and original != resolved else repr(resolved))
+    rows = table.extra.get("row")
+    file_rows = [int(rows[i]) for i in bad] if rows is not None else bad
+    return [image_root.outside_problem(column or "img_path", file_rows, shown)]
 
 
 def query_inputs(df: pd.DataFrame, image_base: Path) -> tuple[list[str], list[str | None] | None]:
@@ -162,6 +195,7 @@ class FrameTable(NamedTuple):
     column_names: dict[str, tuple[str, str]]  # model -> (correctness column, cost column)
     id_column: str  # the column ids came from ("row" when none)
     problems: list[str]  # column-level problems: unpaired columns, non-numeric values, no question
+    image_column: str | None = None  # the column image paths came from
 
 
 def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image_base: Path,
@@ -223,7 +257,7 @@ def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image
     table = OutcomeTable(ids=raw_ids, datasets=datasets, questions=_str_column(df[qcol]), models=models,
                          correct=correct, cost=cost, image_paths=image_paths, contexts=contexts,
                          source=source, extra=extra)
-    return FrameTable(table, names, idcol or "row", problems)
+    return FrameTable(table, names, idcol or "row", problems, icol)
 
 
 def _routerbench_models(columns: list[str]) -> tuple[list[str], list[str]]:
@@ -290,20 +324,25 @@ def filter_datasets(table: OutcomeTable, names: Sequence[str]) -> OutcomeTable:
     return table.subset(np.array([d in wanted for d in table.datasets], dtype=bool))
 
 
-def load_file(path: Path, *, images: str, dataset: Sequence[str] | None) -> OutcomeTable:
-    """One table file (not the merged MMR-Bench CSV), validated."""
+def load_file(path: Path, *, images: str, dataset: Sequence[str] | None,
+              image_root: ImageRoot | None = None) -> OutcomeTable:
+    """One table file (not the merged MMR-Bench CSV), validated; images confined to ``image_root``
+    (default: the file's folder)."""
     df = read_frame(path)
     stem = path.stem
+    image_root = image_root or ImageRoot.for_table(path.parent)
     built = frame_to_table(df, source=str(path), default_dataset=stem, image_base=image_base_for(path))
     if built.table is None:
         raise TableValidationError(str(path), built.problems)
+    problems = built.problems + outside_image_problems(built.table, image_root, built.image_column)
     table = validate_table(built.table, images=images, column_names=built.column_names,
-                           id_column=built.id_column, extra_problems=built.problems)
+                           id_column=built.id_column, extra_problems=problems)
     return filter_datasets(table, dataset) if dataset else table
 
 
 def load_table(path_or_spec: str | os.PathLike[str], *, images: str = "error",
                dataset: str | Sequence[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
+               image_root: str | os.PathLike[str] | None = None, allow_outside_images: bool = False,
                ) -> OutcomeTable:
     """Load and validate an outcome table (see the module docstring for the accepted forms).
 
@@ -318,6 +357,13 @@ def load_table(path_or_spec: str | os.PathLike[str], *, images: str = "error",
         Keep only these datasets (``"ocrbench+mathvista"`` or a list; case and punctuation ignored).
     cache_dir : path, optional
         Where ``synthetic`` specs are generated (default :func:`~mmroute.data.synthetic.default_cache_dir`).
+    image_root : path, optional
+        The folder every image path must resolve into (default: the folder holding the table
+        file, or the directory for the directory layouts). Relative paths are still resolved
+        against the table's own image folder.
+    allow_outside_images : bool
+        Accept image paths that resolve outside the image root (``../..``, absolute paths,
+        symlinks out): only for tables you trust.
 
     Returns
     -------
@@ -336,22 +382,27 @@ def load_table(path_or_spec: str | os.PathLike[str], *, images: str = "error",
     check_image_policy(images)
     names = parse_dataset_filter(dataset)
     spec = os.fspath(path_or_spec)
+
+    def root(folder: Path) -> ImageRoot:
+        return ImageRoot.for_table(folder, image_root, allow_outside_images)
+
     # An existing path wins over the spec (e.g. a folder written by `mmroute data synth synthetic`).
     if synthetic.is_synthetic_spec(spec) and not os.path.exists(spec):
         path = synthetic.ensure_synthetic(spec, cache_dir=cache_dir)
-        table = mmrbench.load_directory(path, images=images, dataset=names)
+        table = mmrbench.load_directory(path, images=images, dataset=names, image_root=root(path))
         log.info("loaded %s: %d instances x %d models", spec, table.n_instances, table.n_models)
         return table
     path = Path(spec).expanduser()
     if path.is_dir():
-        table = mmrbench.load_directory(path, images=images, dataset=names)
+        table = mmrbench.load_directory(path, images=images, dataset=names, image_root=root(path))
     elif path.is_file():
         if path.name.lower() == mmrbench.MERGED_NAME.lower():
-            table = mmrbench.load_merged(path, images=images, dataset=names)
+            table = mmrbench.load_merged(path, images=images, dataset=names, image_root=root(path.parent))
         else:
-            table = load_file(path, images=images, dataset=names)
+            table = load_file(path, images=images, dataset=names, image_root=root(path.parent))
     else:
-        table = mmrbench.load_named(path.parent, path.name.split("+"), images=images, dataset=names)
+        table = mmrbench.load_named(path.parent, path.name.split("+"), images=images, dataset=names,
+                                    image_root=root(path.parent) if path.parent.is_dir() else None)
     log.info("loaded %s: %d instances x %d models", spec, table.n_instances, table.n_models)
     return table
 

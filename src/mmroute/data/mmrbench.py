@@ -18,6 +18,7 @@ when none does, which validation then reports). Several datasets are selected wi
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import replace
@@ -26,11 +27,13 @@ from typing import Sequence
 
 import numpy as np
 
+from mmroute.data.images import ImageRoot
 from mmroute.data.loaders import (
     canon,
     concat_tables,
     filter_datasets,
     frame_to_table,
+    outside_image_problems,
     read_frame,
 )
 from mmroute.data.table import OutcomeTable
@@ -80,10 +83,13 @@ def _find_image(root: Path, folder: str, stem: str) -> str:
     return str((base / f"{stem}.jpg").resolve())
 
 
-def load_merged(path: Path, *, images: str = "error", dataset: Sequence[str] | None = None) -> OutcomeTable:
-    """Load ``MMR_Bench.csv``, optionally keeping only the ``dataset`` names."""
+def load_merged(path: Path, *, images: str = "error", dataset: Sequence[str] | None = None,
+                image_root: ImageRoot | None = None) -> OutcomeTable:
+    """Load ``MMR_Bench.csv``, optionally keeping only the ``dataset`` names; images are confined to
+    ``image_root`` (default: the file's folder)."""
     path = Path(path)
     root = path.parent
+    image_root = image_root or ImageRoot.for_table(root)
     df = read_frame(path)
     if "dataset_idx" not in df.columns:
         raise TableValidationError(str(path), [
@@ -110,8 +116,10 @@ def load_merged(path: Path, *, images: str = "error", dataset: Sequence[str] | N
         explicit[i] if explicit[i] else _find_image(root, PREFIX_TO_DIR.get(prefixes[r], prefixes[r]), parts[r][1])
         for i, r in enumerate(rows)], dtype=object)
     table = replace(table, datasets=prefixes[rows], image_paths=image_paths)
+    # Derived paths are confined too: a dataset_idx like "MathVista_../../x" must not leave the root.
+    problems = built.problems + outside_image_problems(table, image_root, built.image_column or "dataset_idx")
     return validate_table(table, images=images, column_names=built.column_names, id_column=built.id_column,
-                          extra_problems=built.problems)
+                          extra_problems=problems)
 
 
 def _csv_files(root: Path) -> dict[str, Path]:
@@ -119,12 +127,14 @@ def _csv_files(root: Path) -> dict[str, Path]:
 
 
 def load_per_dataset(root: Path, names: Sequence[str], *, images: str = "error",
-                     source: str | None = None) -> OutcomeTable:
+                     source: str | None = None, image_root: ImageRoot | None = None) -> OutcomeTable:
     """Load ``<root>/<name>.csv`` for each name (case-insensitive) and stack them in that order.
 
-    Problems in any file are collected and raised once, each prefixed with its file.
+    Problems in any file are collected and raised once, each prefixed with its file. Images are
+    confined to ``image_root`` (default: ``root``).
     """
     root = Path(root)
+    image_root = image_root or ImageRoot.for_table(root)
     source = source or str(root / "+".join(names))
     files = _csv_files(root)
     by_canon = {canon(stem): p for stem, p in files.items()}
@@ -147,9 +157,10 @@ def load_per_dataset(root: Path, names: Sequence[str], *, images: str = "error",
         if built.table is None:
             problems += [prefix + p for p in built.problems]
             continue
+        found = built.problems + outside_image_problems(built.table, image_root, built.image_column)
         try:
             tables.append(validate_table(built.table, images=images, column_names=built.column_names,
-                                         id_column=built.id_column, extra_problems=built.problems))
+                                         id_column=built.id_column, extra_problems=found))
         except TableValidationError as err:
             problems += [prefix + p for p in err.problems]
     if problems:
@@ -158,7 +169,7 @@ def load_per_dataset(root: Path, names: Sequence[str], *, images: str = "error",
 
 
 def load_named(root: Path, names: Sequence[str], *, images: str = "error",
-               dataset: Sequence[str] | None = None) -> OutcomeTable:
+               dataset: Sequence[str] | None = None, image_root: ImageRoot | None = None) -> OutcomeTable:
     """``<root>/<a>+<b>``: from the merged file when every name is an MMR-Bench dataset, else per-dataset CSVs."""
     root = Path(root)
     names = [n.strip() for n in names if n.strip()]
@@ -169,28 +180,61 @@ def load_named(root: Path, names: Sequence[str], *, images: str = "error",
     files = _csv_files(root)
     per_file = all(n in files or canon(n) in {canon(s) for s in files} for n in names)
     if merged.is_file() and not per_file and all(canon(n) in _ALIASES for n in names):
-        table = load_merged(merged, images=images, dataset=names)
+        table = load_merged(merged, images=images, dataset=names, image_root=image_root)
     else:
-        table = load_per_dataset(root, names, images=images)
+        table = load_per_dataset(root, names, images=images, image_root=image_root)
     return filter_datasets(table, dataset) if dataset else table
 
 
-def load_directory(root: Path, *, images: str = "error", dataset: Sequence[str] | None = None) -> OutcomeTable:
+def load_directory(root: Path, *, images: str = "error", dataset: Sequence[str] | None = None,
+                   image_root: ImageRoot | None = None) -> OutcomeTable:
     """A directory: its merged CSV, else the datasets its manifest lists, else all its ``*.csv``."""
     root = Path(root)
     if (root / MERGED_NAME).is_file():
-        return load_merged(root / MERGED_NAME, images=images, dataset=dataset)
+        return load_merged(root / MERGED_NAME, images=images, dataset=dataset, image_root=image_root)
     manifest = root / MANIFEST_NAME
     if manifest.is_file():
-        names = list(json.loads(manifest.read_text(encoding="utf-8"))["datasets"])
+        names = _manifest_datasets(manifest)
     else:
         names = list(_csv_files(root))
     if not names:
-        raise FileNotFoundError(f"{root}: no {MERGED_NAME} and no per-dataset *.csv files in this directory")
+        raise FileNotFoundError(_no_table_message(root))
     if dataset:
         by_canon = {canon(n): n for n in names}
         unknown = [d for d in dataset if canon(d) not in by_canon]
         if unknown:
             raise ValueError(f"{root}: unknown dataset(s) {unknown}; the directory has {names}")
         names = [by_canon[canon(d)] for d in dataset]
-    return load_per_dataset(root, names, images=images, source=str(root))
+    return load_per_dataset(root, names, images=images, source=str(root), image_root=image_root)
+
+
+def _manifest_datasets(manifest: Path) -> list[str]:
+    try:
+        names = json.loads(manifest.read_text(encoding="utf-8"))["datasets"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TableValidationError(str(manifest), [
+            f"unreadable dataset manifest ({type(exc).__name__}: {exc}); expected JSON with a "
+            "'datasets' list"]) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise TableValidationError(str(manifest), ["'datasets' must be a list of dataset names"])
+    return names
+
+
+def _no_table_message(root: Path) -> str:
+    """Why a directory is not a table, saying what it looks like (e.g. a dataset's image folder)."""
+    expected = (f"expected a table file, a directory with {MERGED_NAME} or per-dataset *.csv files, "
+                "or <root>/<dataset>[+<dataset>...]")
+    files = itertools.islice(root.rglob("*"), 100_000)  # bounded: this only words a message
+    n_images = sum(1 for p in files if p.suffix.lower() in IMAGE_EXTENSIONS + (".gif", ".bmp"))
+    sibling = root.parent / f"{root.name}.csv"
+    merged = root.parent / MERGED_NAME
+    if merged.is_file() and not sibling.is_file():
+        return (f"{root} is an image folder of the merged table {merged} ({n_images} image(s)), not a "
+                f"table: pass --data {root.parent} or --data {merged}; {expected}")
+    if sibling.is_file():
+        return (f"{root} is the image folder of dataset {root.name!r} ({n_images} image(s)), not a table: "
+                f"its table is {sibling}; pass --data {sibling} (this dataset) or --data {root.parent} "
+                f"(every dataset there); {expected}")
+    if n_images:
+        return f"{root} holds {n_images} image file(s) and no table: {expected}"
+    return f"{root}: no {MERGED_NAME} and no per-dataset *.csv files in this directory; {expected}"

@@ -20,6 +20,7 @@ latents in ``<out>/latent/<dataset>.csv`` for analysis (not loaded as part of th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from mmroute.data.synthetic_spec import (
 )
 
 __all__ = ["GENERATOR_VERSION", "default_cache_dir", "is_synthetic_spec", "parse_synthetic_spec",
-           "synthetic_dir_name", "ensure_synthetic", "make_synthetic", "sample_latents", "outcome_logits"]
+           "synthetic_dir_name", "ensure_synthetic", "damaged_files", "make_synthetic", "sample_latents", "outcome_logits"]
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +92,63 @@ def ensure_synthetic(spec: str, *, cache_dir: str | os.PathLike[str] | None = No
     params = parse_synthetic_spec(spec)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / "synthetic" / synthetic_dir_name(**params)
+    damaged = None
     if (target / MANIFEST_NAME).is_file():
-        return target
+        damaged = damaged_files(target)
+        if not damaged:
+            return target
+        # A truncated CSV would otherwise load as a smaller, valid-looking table.
+        log.warning("synthetic cache %s is damaged (%s); regenerating it", target, ", ".join(damaged[:3]))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+    trash = target.parent / f".old-{uuid.uuid4().hex}"
     try:
         make_synthetic(tmp, **params)
+        if damaged:
+            try:
+                os.rename(target, trash)
+            except OSError:  # another process already replaced it
+                pass
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / MANIFEST_NAME).is_file():
+            if damaged_files(target):
                 raise
             log.debug("another process generated %s first", target)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, trash):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     log.info("generated %s into %s", spec, target)
     return target
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def damaged_files(directory: str | os.PathLike[str]) -> list[str]:
+    """Files of a generated table that are missing or differ from the manifest's checksums
+    (``[]`` when intact). A manifest without checksums (or unreadable) counts as damaged."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [MANIFEST_NAME]
+    bad = []
+    for rel, digest in files.items():
+        path = directory / rel
+        try:
+            if _sha256(path) != digest:
+                bad.append(rel)
+        except OSError:
+            bad.append(rel)
+    return bad
 
 
 def sample_latents(rng: np.random.Generator, n: int) -> pd.DataFrame:
@@ -201,6 +242,7 @@ def make_synthetic(out_dir: str | os.PathLike[str], n_instances: int = 2000, see
 
     datasets = latents["dataset"].to_numpy()
     (out / "latent").mkdir(exist_ok=True)
+    written: list[str] = []  # relative paths, checksummed into the manifest
     for name in DATASETS:
         rows = np.flatnonzero(datasets == name)
         (out / name).mkdir(exist_ok=True)
@@ -217,6 +259,7 @@ def make_synthetic(out_dir: str | os.PathLike[str], n_instances: int = 2000, see
                                 glyph=row["glyph"], count=row["count"], detail=row["detail"],
                                 quality=row["quality"], size=image_size)
             img_paths.append(rel)
+            written.append(f"{name}/{rel}")
         answers = np.array(list("ABCD"))[rng.integers(0, 4, len(rows))]
         frame = pd.DataFrame({"id": ids, "question": [questions[i] for i in rows], "answer": answers,
                               "img_path": img_paths})
@@ -227,9 +270,12 @@ def make_synthetic(out_dir: str | os.PathLike[str], n_instances: int = 2000, see
         lat = latents.iloc[rows].drop(columns=["dataset"]).reset_index(drop=True)
         lat.insert(0, "id", ids)
         lat.to_csv(out / "latent" / f"{name}.csv", index=False, float_format="%.10g", lineterminator="\n")
+        written += [f"{name}.csv", f"latent/{name}.csv"]
+    # Checksums of every file written, so a damaged cache copy is detected and rebuilt.
+    files = {rel: _sha256(out / rel) for rel in written}
     manifest = {"datasets": list(DATASETS), "generator": "mmroute.data.synthetic", "version": GENERATOR_VERSION,
                 "n_instances": n_instances, "seed": seed, "image_size": image_size, "missing_rate": missing_rate,
-                "models": [m["name"] for m in MODELS]}
+                "models": [m["name"] for m in MODELS], "files": files}
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("wrote synthetic table (%d instances, %d models) to %s", n, len(MODELS), out)
     return out

@@ -187,8 +187,17 @@ class OutcomeTable:
         return h.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
-        """Counts and per-model means, for reports and logging."""
-        correct, cost = self.filled()
+        """Counts and per-model means over observed outcomes, for reports and logging.
+
+        A model with no outcome at all has accuracy and mean cost None (not a made-up 0), and is
+        listed under ``models_without_outcomes``.
+        """
+        observed = ~self.missing
+
+        def mean(values: np.ndarray, j: int) -> float | None:
+            rows = observed[:, j]
+            return float(values[rows, j].mean()) if rows.any() else None
+
         return {
             "source": self.source,
             "n_instances": self.n_instances,
@@ -196,7 +205,8 @@ class OutcomeTable:
             "n_with_image": int(self.has_images.sum()),
             "datasets": {d: int((self.datasets == d).sum()) for d in self.dataset_names},
             "missing_outcomes": int(self.missing.sum()),
-            "model_accuracy": {m: float(correct[:, j].mean()) for j, m in enumerate(self.models)},
-            "model_mean_cost": {m: float(cost[:, j].mean()) for j, m in enumerate(self.models)},
+            "model_accuracy": {m: mean(self.correct, j) for j, m in enumerate(self.models)},
+            "model_mean_cost": {m: mean(self.cost, j) for j, m in enumerate(self.models)},
+            "models_without_outcomes": [m for j, m in enumerate(self.models) if not observed[:, j].any()],
         }
 

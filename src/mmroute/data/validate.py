@@ -28,6 +28,7 @@ __all__ = [
     "format_rows",
     "model_column_problems",
     "find_problems",
+    "no_input_signal",
     "validate_table",
 ]
 
@@ -197,4 +198,15 @@ def validate_table(table: OutcomeTable, *, images: str = "error",
             paths = table.image_paths.copy()
             paths[missing] = ""
             table = replace(table, image_paths=paths)
+    if no_input_signal(table):
+        # Checked after "warn" blanked missing images: what is left is what encoders will see.
+        raise TableValidationError(table.source, [
+            f"no input to route on: every question is empty and no row has an image ({table.n_instances} "
+            "rows); expected a question text (column 'question' or 'prompt') or an image path per row"])
     return table
+
+
+def no_input_signal(table: OutcomeTable) -> bool:
+    """True when a non-empty table has neither any non-blank text nor any image."""
+    return (table.n_instances > 0 and not table.has_images.any()
+            and not any(t.strip() for t in table.texts()))

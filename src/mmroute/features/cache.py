@@ -4,12 +4,14 @@ An entry is keyed by the encoder's ``identity`` (name, weights, the parameters t
 output, and for fitted encoders a hash of the fit data), the modality and a hash of the inputs
 (texts, or image paths with their file size and modification time). A second run with the same
 encoder and data therefore loads the array instead of encoding again. Writes go to a temporary
-file first and are renamed into place, so concurrent runs never read a half-written entry.
+file first and are renamed into place, so concurrent runs never read a half-written entry; the
+sidecar carries the array's SHA-256, so a damaged entry is recomputed instead of trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -88,7 +90,19 @@ class EmbeddingCache:
         if not (npy.is_file() and meta.is_file()):
             return None
         try:
-            arr = np.load(npy, allow_pickle=False)
+            info = json.loads(meta.read_text())
+            data = npy.read_bytes()
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable cache entry %s: %s", meta, exc)
+            return None
+        # The sidecar's checksum catches a truncated or overwritten array that still parses.
+        expected = info.get("sha256") if isinstance(info, dict) else None
+        if expected != hashlib.sha256(data).hexdigest():
+            logger.warning("ignoring damaged cache entry %s (checksum %s, expected %s); recomputing it",
+                           npy, "mismatch" if expected else "missing", expected or "one in the sidecar")
+            return None
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
         except (OSError, ValueError) as exc:
             logger.warning("ignoring unreadable cache entry %s: %s", npy, exc)
             return None
@@ -102,9 +116,14 @@ class EmbeddingCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         npy, meta = self._paths(key)
         arr = np.ascontiguousarray(array, dtype=np.float32)
-        info = {**metadata, "shape": list(arr.shape), "dtype": "float32", "created": time.time()}
-        # Metadata is renamed into place after the array: a reader only trusts entries with both.
-        for target, write in ((npy, lambda f: np.save(f, arr, allow_pickle=False)),
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        data = buf.getvalue()
+        info = {**metadata, "shape": list(arr.shape), "dtype": "float32", "created": time.time(),
+                "sha256": hashlib.sha256(data).hexdigest()}
+        # Metadata is renamed into place after the array: a reader only trusts entries with both,
+        # and only when the array's bytes match the metadata's checksum.
+        for target, write in ((npy, lambda f: f.write(data)),
                               (meta, lambda f: f.write(json.dumps(info, indent=1, default=str).encode()))):
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=target.suffix)
             try:

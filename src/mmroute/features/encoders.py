@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Encoder", "RowEncoder", "register_encoder", "create_encoder", "list_encoders",
            "resolve_device", "parse_kv_options", "BAD_IMAGE_POLICIES", "check_bad_image_policy",
-           "open_rgb", "log_bad_images"]
+           "open_rgb", "log_bad_images", "ImageTooLargeError"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +48,41 @@ def check_bad_image_policy(value: str) -> str:
     return value
 
 
-def open_rgb(path: str, on_bad_image: str):
-    """Open ``path`` as an RGB PIL image; on failure raise (``error``) or return None (``zero``)."""
+def open_rgb(path: str, on_bad_image: str, max_pixels: int | None = None):
+    """Open ``path`` as an RGB PIL image; on failure raise (``error``) or return None (``zero``).
+
+    ``max_pixels`` (default :data:`mmroute.data.images.DEFAULT_MAX_IMAGE_PIXELS`) bounds width x
+    height: the size is read from the header and a larger image is refused before it is decoded,
+    so a small file that decompresses to gigabytes (a decompression bomb) never reaches memory.
+    """
     from PIL import Image
 
+    from mmroute.data.images import DEFAULT_MAX_IMAGE_PIXELS
+
+    limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns above its own (higher) limit; the check below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)  # reads the header only
+        with im:
+            width, height = im.size
+            if width * height > limit:
+                raise ImageTooLargeError(
+                    f"{width} x {height} = {width * height:,} pixels exceeds the limit of {limit:,} "
+                    "(raise it with the encoder option max_image_pixels=N)")
             im.load()
             return im.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         if on_bad_image == "error":
             raise ValueError(f"cannot read image {path!r}: {exc} (pass on_bad_image='zero' to "
                              "replace unreadable images by zero vectors)") from exc
+        logger.debug("image %s replaced by a zero vector: %s", path, exc)
         return None
+
+
+class ImageTooLargeError(ValueError):
+    """An image's header announces more pixels than the configured limit."""
 
 
 def log_bad_images(encoder: str, bad: list[str], total: int) -> None:

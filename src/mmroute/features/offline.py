@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmroute.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 from mmroute.features.cache import hash_texts
 from mmroute.features.encoders import (Encoder, check_bad_image_policy, log_bad_images, open_rgb,
                                        parse_kv_options, register_encoder)
@@ -180,13 +181,15 @@ class ImageStatsEncoder(Encoder):
     modalities = ("image",)
 
     def __init__(self, image_size: int = 64, thumb: int = 8, bins: int = 8, batch_size: int = 64,
-                 on_bad_image: str = "error", progress: bool = True) -> None:
+                 on_bad_image: str = "error", progress: bool = True,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.image_size = image_size
         self.thumb = thumb
         self.bins = bins
         self.batch_size = batch_size
         self.on_bad_image = check_bad_image_policy(on_bad_image)
         self.progress = progress
+        self.max_image_pixels = check_max_pixels(max_image_pixels)
 
     @classmethod
     def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "ImageStatsEncoder":
@@ -198,8 +201,10 @@ class ImageStatsEncoder(Encoder):
 
     @property
     def identity(self) -> str:
+        # The pixel limit changes outputs only when it zeroes images; the default keeps old keys.
+        limit = "" if self.max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS else f",max_pixels={self.max_image_pixels}"
         return f"imagestats-v{IMAGE_FEATURISER_VERSION}(size={self.image_size},thumb={self.thumb}," \
-               f"bins={self.bins},on_bad_image={self.on_bad_image})"
+               f"bins={self.bins},on_bad_image={self.on_bad_image}{limit})"
 
     @property
     def preprocess(self):
@@ -216,7 +221,7 @@ class ImageStatsEncoder(Encoder):
             for i in range(start, min(start + self.batch_size, len(paths))):
                 if not paths[i]:
                     continue
-                image = open_rgb(str(paths[i]), self.on_bad_image)
+                image = open_rgb(str(paths[i]), self.on_bad_image, self.max_image_pixels)
                 if image is None:
                     bad.append(str(paths[i]))
                     continue
@@ -310,7 +315,7 @@ class OfflineEncoder(Encoder):
         except TypeError as exc:
             raise TypeError(f"bad option for the offline encoder ({exc}); text options: "
                             f"{list(self._TEXT_KEYS)}, image options: image_size, thumb, bins, "
-                            "batch_size, on_bad_image, progress") from exc
+                            "batch_size, on_bad_image, progress, max_image_pixels") from exc
 
     @classmethod
     def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "OfflineEncoder":

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmroute.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 from mmroute.features.encoders import (Encoder, check_bad_image_policy, log_bad_images, open_rgb,
                                        register_encoder, resolve_device)
 
@@ -58,6 +59,9 @@ class OpenClipEncoder(Encoder):
     on_bad_image : {"error", "zero"}
         Unreadable or missing image files raise (naming the path) or become zero vectors
         (with a logged count).
+    max_image_pixels : int
+        Largest width x height decoded (default :data:`mmroute.data.images.DEFAULT_MAX_IMAGE_PIXELS`);
+        larger images are refused from their header, as unreadable ones are.
     normalize : bool
         L2-normalise outputs. Off by default: fusion normalises, and adaptive fusion reads the norm.
     init_seed : int
@@ -69,7 +73,8 @@ class OpenClipEncoder(Encoder):
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None, *, device: str | None = None,
                  precision: str = "fp32", batch_size: int = 64, on_bad_image: str = "error",
-                 normalize: bool = False, init_seed: int = 0, progress: bool = True) -> None:
+                 normalize: bool = False, init_seed: int = 0, progress: bool = True,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not valid; expected one of {list(PRECISIONS)}")
         if int(batch_size) < 1:
@@ -80,6 +85,7 @@ class OpenClipEncoder(Encoder):
         self.precision = precision
         self.batch_size = int(batch_size)
         self.on_bad_image = check_bad_image_policy(on_bad_image)
+        self.max_image_pixels = check_max_pixels(max_image_pixels)
         self.normalize = normalize
         self.init_seed = init_seed
         self.progress = progress
@@ -115,7 +121,8 @@ class OpenClipEncoder(Encoder):
     def modality_identity(self, modality: str) -> str:
         # Image arrays also depend on how unreadable files were handled; text arrays do not.
         if modality == "image":
-            return f"{self.identity}[image,on_bad_image={self.on_bad_image}]"
+            limit = "" if self.max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS else f",max_pixels={self.max_image_pixels}"
+            return f"{self.identity}[image,on_bad_image={self.on_bad_image}{limit}]"
         return f"{self.identity}[text]"
 
     # ------------------------------------------------------------------ model
@@ -198,7 +205,7 @@ class OpenClipEncoder(Encoder):
                 for i in range(start, min(start + self.batch_size, len(paths))):
                     if not paths[i]:
                         continue
-                    image = open_rgb(str(paths[i]), self.on_bad_image)
+                    image = open_rgb(str(paths[i]), self.on_bad_image, self.max_image_pixels)
                     if image is None:
                         bad.append(str(paths[i]))
                         continue
@@ -213,4 +220,5 @@ class OpenClipEncoder(Encoder):
     def get_params(self) -> dict[str, Any]:
         return {"name": self.name, "identity": self.identity, "model": self.model,
                 "pretrained": self.pretrained, "precision": self.precision, "batch_size": self.batch_size,
-                "on_bad_image": self.on_bad_image, "normalize": self.normalize}
+                "on_bad_image": self.on_bad_image, "max_image_pixels": self.max_image_pixels,
+                "normalize": self.normalize}

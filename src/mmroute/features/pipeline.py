@@ -145,8 +145,14 @@ class FeaturePipeline:
     # ------------------------------------------------------------------- public
     def fit(self, train_table: "OutcomeTable") -> "FeaturePipeline":
         """Fit the encoder's text model (if any) and the fusion on the training table only."""
+        texts = train_table.texts()
+        no_text = not isinstance(self.encoder, RowEncoder) and not any(t.strip() for t in texts)
+        if no_text and not (train_table.has_images.any() and "image" in self.encoder.modalities):
+            raise ValueError(f"{train_table.source}: no input to route on in the {train_table.n_instances} "
+                             f"training rows: every question is empty and no row has an image the encoder "
+                             f"{self.encoder.name!r} embeds; expected question text or images")
         if self.encoder.requires_fit:
-            self.encoder.fit_text(train_table.texts())
+            self.encoder.fit_text(texts)
         text, image, mask = self._encode(train_table)
         self.fusion_ = self._new_fusion().fit(text, image, mask)
         self.uses_image_ = image is not None

@@ -78,7 +78,8 @@ def run_benchmark(cfg: PipelineConfig, options: BenchmarkOptions | None = None) 
     opts = options or BenchmarkOptions()
     names = expand_routers(cfg.routers)
     router_options = _router_options(names, cfg)
-    table = load(cfg.data, images=cfg.images, dataset=cfg.dataset)
+    table = load(cfg.data, images=cfg.images, dataset=cfg.dataset, image_root=cfg.image_root,
+                 allow_outside_images=cfg.allow_outside_images)
     if opts.model_order == "sorted":
         table = table.select_models(sorted(table.models))
     prepared = prepare(cfg, table)

@@ -17,7 +17,7 @@ from mmroute.constraints import Integral, Interval, Options, Real, Validated, ch
 from mmroute.vocabulary import DEFAULT_DATA, DEFAULT_METRIC, FUSIONS, IMAGE_POLICIES, MODES, RULES, SPLITS
 
 __all__ = ["PipelineConfig", "SPLITS", "RULES", "DEFAULT_DATA", "parse_router_options", "router_overrides",
-           "expand_routers", "convert_value", "split_list"]
+           "check_router_options", "expand_routers", "convert_value", "split_list"]
 
 
 def _field(default: Any, group: str, help: str, **meta: Any) -> Any:
@@ -37,6 +37,10 @@ class PipelineConfig(Validated):
         Policy for image paths that name no file.
     dataset : str or None
         Keep only these datasets (``"ocrbench+mathvista"``).
+    image_root : str or None
+        The folder every image path must resolve into (None: the table's folder).
+    allow_outside_images : bool
+        Accept image paths outside the image root (trusted tables only).
     split : {"in", "out", "column"}
         Random seeded split, by dataset, or by an explicit column of the table.
     train_frac, split_seed : float, int
@@ -91,8 +95,12 @@ class PipelineConfig(Validated):
                        "synthetic:n=1000,seed=0)")
     images: str = _field("warn", "data", "image paths that name no file: fail, warn and drop the image, or skip the check")
     dataset: str | None = _field(None, "data", "keep only these datasets ('a+b')")
+    image_root: str | None = _field(None, "data", "folder every image path must resolve into (empty: the "
+                                    "table's folder)", metavar="DIR")
+    allow_outside_images: bool = _field(False, "data", "accept image paths outside the image root (../, absolute, "
+                                        "symlinks out): only for tables you trust")
     split: str = _field("in", "split and modality", "seeded random rows (in), by dataset (out), or by a column")
-    train_frac: float = _field(0.5, "split and modality", "'in' split: training share, or a row count >= 1")
+    train_frac: float = _field(0.5, "split and modality", "'in' split: training share in (0, 1), or a row count >= 2")
     split_seed: int = _field(42, "split and modality", "'in' split seed")
     train_datasets: tuple[str, ...] = _field((), "split and modality", "'out' split: training datasets "
                                              "(comma-separated)")
@@ -171,10 +179,12 @@ class PipelineConfig(Validated):
         out = check(self)
         if self.split == "in":
             share = Interval(Real, 0, 1, closed="neither").is_satisfied_by(self.train_frac)
-            count = Interval(Real, 1, None, closed="left").is_satisfied_by(self.train_frac) and \
+            # 1.0 is not "one row": read as a share it would leave nothing to test on.
+            count = Interval(Real, 2, None, closed="left").is_satisfied_by(self.train_frac) and \
                 float(self.train_frac).is_integer()
             if not (share or count):
-                out.append(f"train_frac={self.train_frac!r} (expected a share in (0, 1) or a row count >= 1)")
+                out.append(f"train_frac={self.train_frac!r} (expected a share in (0, 1), exclusive, or a "
+                           "training row count >= 2 that leaves test rows)")
         if self.split == "out" and not self.train_datasets:
             out.append("split='out' needs train_datasets (test_datasets default: every other dataset)")
         if self.split != "out" and (self.train_datasets or self.test_datasets):
@@ -280,6 +290,19 @@ def router_overrides(name: str, cfg: PipelineConfig) -> dict[str, Any]:
         raise ValueError(f"unknown option(s) {unknown} for router {name!r}; valid: {sorted(fields)}")
     raw.update(own)
     return {k: convert_value(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
+
+
+def check_router_options(cfg: PipelineConfig, names: Sequence[str]) -> None:
+    """Fail before any work when a router option names a router not in the run, or a bad field or
+    value for one that is (instead of a silently ignored option or a FAILED child run later)."""
+    parsed = parse_router_options(cfg.router_options)
+    stray = [r for r in parsed if r != "*" and r not in names]
+    if stray:
+        items = [i for i in cfg.router_options if i.split(".", 1)[0].strip() in stray]
+        raise ValueError(f"router option(s) {items} name router(s) {stray} that are not in this run; "
+                         f"the run trains {list(names)} (use '*.<field>=<value>' for every router)")
+    for name in names:
+        router_overrides(name, cfg)  # unknown fields and unconvertible values raise here
 
 
 def convert_value(text: str, hint: Any, what: str) -> Any:

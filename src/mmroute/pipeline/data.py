@@ -52,18 +52,22 @@ class Prepared:
     probe_seconds: float = float("nan")
 
 
-def load(data: str, *, images: str = "warn", dataset: str | None = None) -> Any:
+def load(data: str, *, images: str = "warn", dataset: str | None = None, image_root: str | None = None,
+         allow_outside_images: bool = False) -> Any:
     """:func:`mmroute.data.load_table` (validated) for a path or spec."""
     from mmroute.data import load_table
 
-    return load_table(data, images=images, dataset=dataset)
+    return load_table(data, images=images, dataset=dataset, image_root=image_root,
+                      allow_outside_images=allow_outside_images)
 
 
 def prepare(cfg: PipelineConfig, table: Any | None = None) -> Prepared:
     """Load (unless ``table`` is given), split per ``cfg.split`` and apply ``cfg.mode``."""
     from mmroute.data import apply_mode, split_column, split_in, split_out
 
-    table = load(cfg.data, images=cfg.images, dataset=cfg.dataset) if table is None else table
+    if table is None:
+        table = load(cfg.data, images=cfg.images, dataset=cfg.dataset, image_root=cfg.image_root,
+                     allow_outside_images=cfg.allow_outside_images)
     if cfg.small is not None:
         table = restrict_pool(table, cfg.small, cfg.large)
     if cfg.split == "in":
@@ -154,7 +158,8 @@ def rows_by_id(table: Any, ids: list[str]) -> np.ndarray:
 
 def write_table(table: Any, path: str | Path) -> Path:
     """Write ``table`` in the generic pairs layout :func:`mmroute.data.load_table` reads back:
-    ``id``, ``dataset``, ``question``, optional ``options`` and ``img_path`` (absolute), then
+    ``id``, ``dataset``, ``question``, optional ``options`` and ``img_path`` (relative to the output's
+    folder when the image is under it, else absolute), then
     ``<model>_correct`` / ``<model>_cost``. ``.parquet`` or ``.csv`` by suffix."""
     import pandas as pd
 
@@ -163,8 +168,20 @@ def write_table(table: Any, path: str | Path) -> Path:
                             "question": table.questions.astype(str)}
     if table.contexts is not None:
         cols["options"] = table.contexts
+    outside = 0
     if table.image_paths is not None:
-        cols["img_path"] = [p if isinstance(p, str) and p else "" for p in table.image_paths]
+        # Relative where the image sits under the output's folder (the table then loads back as is);
+        # absolute elsewhere, which load_table confines: read it back with allow_outside_images.
+        folder = out.parent.resolve()
+        paths = []
+        for p in table.image_paths:
+            p = p if isinstance(p, str) else ""
+            if p and folder in Path(p).resolve().parents:
+                p = Path(p).resolve().relative_to(folder).as_posix()
+            elif p:
+                outside += 1
+            paths.append(p)
+        cols["img_path"] = paths
     for j, model in enumerate(table.models):
         cols[f"{model}_correct"] = table.correct[:, j]
         cols[f"{model}_cost"] = table.cost[:, j]
@@ -177,4 +194,7 @@ def write_table(table: Any, path: str | Path) -> Path:
     else:
         raise ValueError(f"cannot write a table to {str(out)!r}: expected a .parquet or .csv suffix")
     log.info("wrote %s (%d rows, %d models)", out, table.n_instances, table.n_models)
+    if outside:
+        log.info("%s: %d image path(s) outside %s are written absolute; load the table back with "
+                 "--allow-outside-images (allow_outside_images=True) or --image-root", out, outside, out.parent)
     return out

@@ -76,7 +76,9 @@ def export_run(run_id: str, *, name: str = record.LOGGED_MODEL, sample_rows: int
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     router, pipeline, meta = load_logged_router(run_id)
-    table = load(meta["data"], images=meta.get("images", "warn"), dataset=meta.get("dataset"))
+    # The run's own image access: a table the run was allowed to read is readable here too.
+    table = load(meta["data"], images=meta.get("images", "warn"), dataset=meta.get("dataset"),
+                 image_root=meta.get("image_root"), allow_outside_images=bool(meta.get("allow_outside_images")))
     ids = record.load_test_ids(run)
     test = table if ids is None else table.subset(rows_by_id(table, ids))
     if ids is None:

@@ -247,6 +247,7 @@ def _log_router(router: Any, name: str, cfg: PipelineConfig, prepared: Prepared,
     meta = {"router": name, "models": list(prepared.train.models), "features_uri": features_uri,
             "features": cfg.features, "fusion": cfg.fusion, "mode": cfg.mode, "data": cfg.data,
             "images": cfg.images, "dataset": cfg.dataset, "rules": list(cfg.rules),
+            "image_root": cfg.image_root, "allow_outside_images": cfg.allow_outside_images,
             "mmroute_version": __version__, "format": "pickle", "logged_at": time.time()}
     mlflow.log_dict(meta, record.ROUTER_META)
 

@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any
 
-from mmroute.pipeline.config import PipelineConfig, expand_routers
+from mmroute.pipeline.config import PipelineConfig, check_router_options, expand_routers
 from mmroute.tracking import record
 from mmroute.pipeline.data import Prepared, data_params, dataset_tag, embed, load, prepare, rows_by_id, write_table
 from mmroute.pipeline.routers import (
@@ -42,7 +42,8 @@ def _headline(metrics: dict[str, float], rules) -> dict[str, float]:
 
 # ---------------------------------------------------------------- prepare
 def run_prepare(data: str, *, images: str = "warn", dataset: str | None = None, out: str | None = None,
-                experiment: str | None = None) -> dict[str, Any]:
+                experiment: str | None = None, image_root: str | None = None,
+                allow_outside_images: bool = False) -> dict[str, Any]:
     """Load and validate a table; log its params, summary (``data/summary.json``), the dataset input
     (context ``"prepare"``) and, with ``out``, the written table (``data/<file>``)."""
     import mlflow
@@ -50,7 +51,8 @@ def run_prepare(data: str, *, images: str = "warn", dataset: str | None = None, 
     from mmroute.tracking import log_metrics, log_params, log_table_input, run_tags, setup_tracking
 
     setup_tracking(experiment)
-    table = load(data, images=images, dataset=dataset)  # a broken table fails before any run exists
+    # A broken table fails before any run exists.
+    table = load(data, images=images, dataset=dataset, image_root=image_root, allow_outside_images=allow_outside_images)
     with _start("prepare") as run:
         mlflow.set_tags(run_tags(step="prepare", dataset=dataset_tag(table)))
         log_params(data_params(data, table, images=images, dataset=dataset))
@@ -76,6 +78,7 @@ def run_train(cfg: PipelineConfig) -> dict[str, Any]:
     names = expand_routers(cfg.routers, hidden_states=cfg.probes)
     if len(names) != 1:
         raise ValueError(f"train takes exactly one router, got {names}; use sweep for several")
+    check_router_options(cfg, names)
     setup_tracking(cfg.experiment)
     prepared = prepare(cfg)  # load, validate and split before a run exists
     with _start(names[0], system_metrics=cfg.system_metrics) as run:
@@ -120,6 +123,7 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
     from mmroute.tracking import comparison_frame, log_comparison, setup_tracking
 
     names = expand_routers(cfg.routers, hidden_states=cfg.probes)
+    check_router_options(cfg, names)
     setup_tracking(cfg.experiment)
     started = time.perf_counter()
     prepared = prepare(cfg)  # load, validate and split before a run exists
@@ -207,7 +211,8 @@ def run_main(cfg: PipelineConfig, *, register_model: str | None = "mmroute-route
 # ---------------------------------------------------------------- evaluate
 def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", images: str = "warn",
                  mode: int | None = None, cache_dir: str | None = None,
-                 experiment: str | None = None) -> dict[str, Any]:
+                 experiment: str | None = None, image_root: str | None = None,
+                 allow_outside_images: bool = False) -> dict[str, Any]:
     """Re-score the router run ``run_id`` logged (pickled feature pipeline + router) on a table.
 
     ``data`` defaults to the run's own table; ``rows="test"`` scores the run's test rows (matched
@@ -236,7 +241,11 @@ def run_evaluate(run_id: str, *, data: str | None = None, rows: str = "test", im
     if cache_dir is not None:
         pipeline.cache_dir = cache_dir
     spec = data or meta["data"]
-    table = load(spec, images=images, dataset=meta.get("dataset") if data is None else None)
+    if data is None:  # the run's own table, read with the run's own image access unless overridden
+        image_root = image_root or meta.get("image_root")
+        allow_outside_images = allow_outside_images or bool(meta.get("allow_outside_images"))
+    table = load(spec, images=images, dataset=meta.get("dataset") if data is None else None,
+                 image_root=image_root, allow_outside_images=allow_outside_images)
     table = table.select_models(meta["models"])
     if rows == "test":
         ids = record.load_test_ids(source)

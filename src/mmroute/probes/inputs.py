@@ -23,13 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def load_image(path_or_image: Any) -> Any:
-    """An RGB PIL image from a path (or an image passed through unchanged)."""
+    """An RGB PIL image from a path (or an image passed through unchanged).
+
+    Paths go through :func:`mmroute.features.encoders.open_rgb`, so an image larger than the
+    default pixel limit is refused from its header before it is decoded.
+    """
     from PIL import Image
+
+    from mmroute.features.encoders import open_rgb
 
     if isinstance(path_or_image, Image.Image):
         return path_or_image.convert("RGB")
-    with Image.open(path_or_image) as img:
-        return img.convert("RGB")
+    return open_rgb(str(path_or_image), "error")
 
 
 class TableItems(Dataset):

@@ -121,6 +121,11 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
             if not os.access(parent, os.W_OK):
                 raise TrackingUnavailableError(
                     f"tracking URI {uri!r}: directory {str(parent)!r} is not writable")
+            if db.exists() and not os.access(db, os.W_OK):
+                # SQLite opens it anyway and fails on the first write, after the data has loaded.
+                raise TrackingUnavailableError(
+                    f"tracking URI {uri!r}: database file {str(db)!r} is read-only; make it writable "
+                    "(chmod u+w) or set MLFLOW_TRACKING_URI to another location")
     elif scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
         _check_database(uri, timeout)
     elif scheme in ("", "file"):
