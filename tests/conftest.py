@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -53,3 +54,5 @@ def _reset_mlflow_fluent_state() -> None:
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
     if registry is not None:
         registry._registry_uri = None
+    # ... and set_registry_uri also exports MLFLOW_REGISTRY_URI, which would outlive the test.
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
