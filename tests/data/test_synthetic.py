@@ -144,7 +144,10 @@ def test_spec_parsing_and_cache_dir(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="n_instances must be at least 3"):
+    with pytest.raises(ValueError, match=r"n_instances=2 \(expected 3\.\.1,000,000"):
         make_synthetic(tmp_path, n_instances=2)
-    with pytest.raises(ValueError, match="image_size must be >= 16"):
+    with pytest.raises(ValueError, match=r"image_size=8 \(expected 16\.\.1024 pixels\)"):
         make_synthetic(tmp_path, n_instances=10, image_size=8)
+    # Bounded before anything is drawn: a 100,000 px image would need ~30 GB.
+    with pytest.raises(ValueError, match=r"seed=-1 \(expected an integer >= 0\); image_size=100000 \(expected"):
+        parse_synthetic_spec("synthetic:image_size=100000,seed=-1")

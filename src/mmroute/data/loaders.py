@@ -86,9 +86,15 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise TableValidationError(str(path), [
             "the file is empty (no header row); expected a header with a question column and "
             "'<model>_correct' / '<model>_cost' pairs"]) from None
-    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise TableValidationError(str(path), [f"cannot parse the file as {path.suffix or 'a table'}: "
-                                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]) from None
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, TypeError, pd.errors.ParserError) as exc:
+        # Parser errors (pandas, pyarrow, json) rarely say which file they were reading.
+        if isinstance(exc, TableValidationError) or str(path) in str(exc):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TableValidationError(str(path), [f"cannot read the file as {path.suffix or 'a table'} "
+                                               f"({type(exc).__name__}: {detail})"]) from None
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -244,7 +250,17 @@ def frame_to_table(df: pd.DataFrame, *, source: str, default_dataset: str, image
     icol = _first_present(df, IMAGE_COLUMNS)
     image_paths = None
     if icol is not None:
-        image_paths = np.array([_resolve_image(v, image_base) for v in _str_column(df[icol])], dtype=object)
+        resolved, unusable = [], []
+        for i, value in enumerate(_str_column(df[icol])):
+            try:
+                resolved.append(_resolve_image(value, image_base))
+            except (ValueError, OSError, RuntimeError):  # a NUL byte, a symlink loop, a name too long
+                resolved.append("")
+                unusable.append(i)
+        if unusable:
+            problems.append(f"column '{icol}': unusable image path(s) (e.g. "
+                            f"{str(df[icol].iloc[unusable[0]])!r}) at {format_rows(rows[unusable])}")
+        image_paths = np.array(resolved, dtype=object)
     ccol = _first_present(df, CONTEXT_COLUMNS)
     contexts = _str_column(df[ccol]) if ccol else None
 

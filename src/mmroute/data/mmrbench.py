@@ -224,7 +224,7 @@ def _no_table_message(root: Path) -> str:
     """Why a directory is not a table, saying what it looks like (e.g. a dataset's image folder)."""
     expected = (f"expected a table file, a directory with {MERGED_NAME} or per-dataset *.csv files, "
                 "or <root>/<dataset>[+<dataset>...]")
-    files = itertools.islice(root.rglob("*"), 100_000)  # bounded: this only words a message
+    files = itertools.islice(root.rglob("*"), 5_000)  # bounded: this only words a message
     n_images = sum(1 for p in files if p.suffix.lower() in IMAGE_EXTENSIONS + (".gif", ".bmp"))
     sibling = root.parent / f"{root.name}.csv"
     merged = root.parent / MERGED_NAME

@@ -76,7 +76,30 @@ def parse_synthetic_spec(spec: str) -> dict[str, int]:
             params[_SPEC_KEYS[key.strip()]] = int(value)
         except ValueError:
             raise ValueError(f"synthetic spec {spec!r}: {key.strip()} must be an integer, got {value!r}") from None
+    try:
+        check_synthetic_params(**params)
+    except ValueError as exc:
+        raise ValueError(f"synthetic spec {spec!r}: {str(exc).removeprefix('synthetic table: ')}") from None
     return params
+
+
+# Bounds that keep one spec from filling the disk or the memory (a 100,000 px image is 30 GB).
+MAX_INSTANCES = 1_000_000
+MAX_IMAGE_SIZE = 1024
+
+
+def check_synthetic_params(*, n_instances: int, seed: int, image_size: int) -> None:
+    """Raise one ValueError listing every out-of-range generator parameter."""
+    problems = []
+    if not len(DATASETS) <= n_instances <= MAX_INSTANCES:
+        problems.append(f"n_instances={n_instances} (expected {len(DATASETS)}..{MAX_INSTANCES:,}: at least one "
+                        "instance per dataset)")
+    if seed < 0:
+        problems.append(f"seed={seed} (expected an integer >= 0)")
+    if not 16 <= image_size <= MAX_IMAGE_SIZE:
+        problems.append(f"image_size={image_size} (expected 16..{MAX_IMAGE_SIZE} pixels)")
+    if problems:
+        raise ValueError("synthetic table: " + "; ".join(problems))
 
 
 def synthetic_dir_name(n_instances: int, seed: int, image_size: int) -> str:
@@ -209,10 +232,7 @@ def make_synthetic(out_dir: str | os.PathLike[str], n_instances: int = 2000, see
     Path
         ``out_dir``, loadable with ``load_table(out_dir)``.
     """
-    if n_instances < len(DATASETS):
-        raise ValueError(f"n_instances must be at least {len(DATASETS)} (one per dataset), got {n_instances}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
+    check_synthetic_params(n_instances=n_instances, seed=seed, image_size=image_size)
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
     out = Path(out_dir)
