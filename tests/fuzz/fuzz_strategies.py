@@ -180,13 +180,13 @@ PARAM_VALUES = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=Tru
 def scoring_payloads(draw, width: int, models: tuple[str, ...]) -> tuple[pd.DataFrame | dict, dict]:
     """(model_input, params) for the pyfunc's ``predict``: feature rows or raw query rows, ids,
     unknown columns, and every inference param with odd values."""
-    n = draw(st.integers(0, 5))
-    kind = draw(st.sampled_from(["features", "features", "raw", "mixed", "dict", "unknown"]))
+    n = draw(st.sampled_from([0, 1, 1, 2, 3, 5]))
+    kind = draw(st.sampled_from(["features"] * 4 + ["raw", "mixed", "dict", "unknown"]))
     cols: dict[str, list] = {}
     if kind in ("features", "mixed", "dict"):
         cols["features"] = [draw(feature_rows(width)) for _ in range(n)]
     if kind in ("raw", "mixed"):
-        cols["question"] = draw(st.lists(st.one_of(TEXT, SCALAR), min_size=n, max_size=n))
+        cols["question"] = draw(st.lists(st.one_of(TEXT, TEXT, TEXT, SCALAR), min_size=n, max_size=n))
         if draw(st.booleans()):
             cols["image"] = [_bomb_base64() if v == "BOMB" else v
                              for v in draw(st.lists(IMAGES, min_size=n, max_size=n))]
