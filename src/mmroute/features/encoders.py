@@ -57,7 +57,7 @@ def open_rgb(path: str, on_bad_image: str, max_pixels: int | None = None):
     """
     from PIL import Image
 
-    from mmroute.data.images import DEFAULT_MAX_IMAGE_PIXELS
+    from mmroute._limits import DEFAULT_MAX_IMAGE_PIXELS
 
     limit = DEFAULT_MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     try:

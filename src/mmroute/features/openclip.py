@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmroute.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
+from mmroute._limits import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 from mmroute.features.encoders import (Encoder, check_bad_image_policy, log_bad_images, open_rgb,
                                        register_encoder, resolve_device)
 
