@@ -240,14 +240,20 @@ class Router(ABC):
         if self.needs_outcomes and (correct is None or cost is None):
             raise ValueError(f"router {self.name!r} reads the actual outcomes: pass correct= and cost=")
         perf, pc = self._predict(features, correct=correct, cost=cost)
-        perf = np.asarray(perf, dtype=np.float64)
-        if getattr(self, "guard_", None) is not None:
-            perf = self.guard_.apply(perf)
+        perf = self.apply_guard(np.asarray(perf, dtype=np.float64))
         pc = np.asarray(pc, dtype=np.float64)
         expected = (len(features), self.n_models_)
         if perf.shape != expected or pc.shape != expected:
             raise RuntimeError(f"{self.name}: predicted shapes {perf.shape}, {pc.shape}; expected {expected}")
         return perf, pc
+
+    def apply_guard(self, perf: np.ndarray) -> np.ndarray:
+        """``perf`` (n, M) through the fitted never-worse guard (identity when there is none).
+
+        :meth:`predict` applies it; an :meth:`export_reference` override must apply it too, since
+        every exported graph ends with the guard."""
+        guard = getattr(self, "guard_", None)
+        return perf if guard is None else guard.apply(perf)
 
     def check_fitted(self) -> None:
         if not hasattr(self, "n_models_"):

@@ -167,7 +167,8 @@ class EnsembleRouter(Router):
     def export_reference(self, features: Features):
         """The blend of the members' export references (a knn member's exact neighbours)."""
         self.check_fitted()
-        return self._blend([member.export_reference(features) for member in self.members_])
+        perf, cost = self._blend([member.export_reference(features) for member in self.members_])
+        return self.apply_guard(np.asarray(perf, dtype=np.float64)), cost
 
     def onnx_input(self, features: Features) -> np.ndarray:
         """The fused vector, which every member must read as its own graph input: only blends of

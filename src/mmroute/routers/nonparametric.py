@@ -324,7 +324,7 @@ class KNNRouter(Router):
         """Predictions from the exact neighbours (what the exported graph computes), index or not."""
         self.check_fitted()
         idx = self._neighbours(features.fused, self.k_, exact=True)
-        return (neighbour_means(self.perf_values_, idx, self.perf_mean_),
+        return (self.apply_guard(neighbour_means(self.perf_values_, idx, self.perf_mean_)),
                 neighbour_means(self.cost_values_, idx, self.cost_mean_))
 
     def export_reference(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
