@@ -49,7 +49,11 @@ def _reset_mlflow_fluent_state() -> None:
     while mlflow.active_run() is not None:
         mlflow.end_run()
     fluent._active_experiment_id = None
-    # mlflow.set_tracking_uri/set_registry_uri are process-wide and win over the environment.
+    # mlflow.set_tracking_uri/set_registry_uri are process-wide and win over the environment;
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI, which would send later registrations elsewhere.
+    import os
+
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
     mlflow.set_tracking_uri(None)
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
     if registry is not None:

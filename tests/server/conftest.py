@@ -36,6 +36,6 @@ def on_server(server_uri, monkeypatch):
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server_uri)
-    mlflow.set_tracking_uri(server_uri)
-    mlflow.set_registry_uri(server_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server_uri)
+    mlflow.set_tracking_uri(server_uri)  # the registry follows the tracking URI
     yield f"t{uuid.uuid4().hex[:10]}"

@@ -125,12 +125,13 @@ def test_register_promote_rollback(sweep_on_server, tmp_path):
 def test_concurrent_promoters_on_postgresql(sweep_on_server, tmp_path):
     from concurrency_helpers import check_consistent, run_promoters
 
+    from mmroute.pipeline.export import export_run
     from mmroute.registry import register_best
 
     name, sweep = sweep_on_server
     model = f"{name}-contested"
-    for router in ("linear", "knn", "linear", "knn"):
-        register_best(sweep["children"][router], model)
+    for router in ("linear", "knn", "linear", "knn"):  # the first registration of each exports it
+        register_best(sweep["children"][router], model, exporter=export_run)
     table = tmp_path / "eval_table.npz"
     import mlflow
 
