@@ -57,6 +57,11 @@ def spark_session(master: str | None = "local[2]", *, app_name: str = "mmroute",
         builder = builder.master(master)
     if local:
         host = os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")
+        # The Python workers are launched from the environment as well as the conf; where neither
+        # PYSPARK_PYTHON nor PATH points at this interpreter (make test calls .venv/bin/python
+        # directly) they would start a bare python3 without pandas.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         builder = (builder.config("spark.driver.host", host).config("spark.driver.bindAddress", host)
                    .config("spark.pyspark.python", sys.executable)
                    .config("spark.pyspark.driver.python", sys.executable)
