@@ -1,18 +1,15 @@
 """A served tiny probe model (``mlflow models serve`` on loopback): raw text in, deferral out."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_serve import _free_port, _request
+from loopback_server import request as _request
+from loopback_server import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "probes"))
 from probe_tiny import WORDS, fit_probe_router, tiny_bert, tiny_table  # noqa: E402
@@ -41,41 +38,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory):
-    model_dir = served[0]
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_cli)] if mlflow_cli.exists() else [sys.executable, "-m", "mlflow"]
-    cmd += ["models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h", "127.0.0.1",
-            "-p", str(port), "-w", "1"]
-    log_path = tmp_path_factory.mktemp("serve-probe") / "server.log"
-    log_file = open(log_path, "w")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path},
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if _request(f"{base}/ping", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /ping in time:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log_file.close()
+    with serve(str(served[0]), tmp_path_factory.mktemp("serve-probe") / "server.log") as running:
+        yield running
 
 
 def test_raw_text_requests_get_deferral_decisions(server, served):
