@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -88,12 +84,6 @@ def test_fuzzed_payloads_in_process(pyfunc, payload):
 
 
 # ---------------------------------------------------------------- a real server on loopback
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: str, timeout: float = 30) -> tuple[int, str]:
     req = urllib.request.Request(url, data=body.encode("utf-8", "surrogatepass"),
                                  headers={"Content-Type": "application/json"})
@@ -106,41 +96,11 @@ def _post(url: str, body: str, timeout: float = 30) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_cli)] if mlflow_cli.exists() else [sys.executable, "-m", "mlflow"]
-    cmd += ["models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h", "127.0.0.1",
-            "-p", str(port), "-w", "1"]
-    log_path = tmp_path_factory.mktemp("fuzz-serve") / "server.log"
-    log_file = open(log_path, "w")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path},
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /ping in time:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log_file.close()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+    from loopback_server import serve
+
+    with serve(str(model_dir), tmp_path_factory.mktemp("fuzz-serve") / "server.log") as running:
+        yield running
 
 
 def _json_body(model_input, params) -> str:
