@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --dist loadfile
 EXPERIMENT ?= mmroute
 
-.PHONY: install java run test bench clean server server-stop
+.PHONY: install java chromium run test bench clean server server-stop
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ $(VENV)/.installed: pyproject.toml
 java:
 	@command -v java >/dev/null 2>&1 || { (apt-get update -qq || true) && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless; }
+
+# The MLflow UI screenshot test (tests/server) needs a headless browser: Debian's chromium, installed
+# when none is found. Only CI asks for it; without it that one test is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { (apt-get update -qq || true) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 # The experiment is created first by mmroute so that its artifacts go to ./mlartifacts (a bare
 # `mlflow run .` uses the Default experiment, whose artifact root MLflow puts under ./mlruns).

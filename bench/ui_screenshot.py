@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                    "'/runs?workflowType=machine_learning')")
     p.add_argument("--chromium", default=None, help="browser binary (default: first of %s)" % ", ".join(CHROMIUM_NAMES))
     p.add_argument("--window-size", default="1800,1100")
-    p.add_argument("--virtual-time-budget", type=int, default=20000, help="ms of page time before the shot")
+    p.add_argument("--virtual-time-budget", type=int, default=60000,
+                   help="ms of page time before the shot (the chart view needs ~30 s on a loaded server)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for server start and for Chromium")
     p.add_argument("--max-bytes", type=int, default=1_000_000)
     args = p.parse_args(argv)
