@@ -141,10 +141,13 @@ class _RidgeHeads(Router):
     def _fit(self, features, correct, cost, **_):
         z = self._represent(features.fused, fit=True)
         c = self.config
-        self.perf_coef_, self.perf_intercept_, self.perf_alpha_ = fit_masked_ridge(
-            z, correct, alpha=c.alpha, alphas=c.alphas)
-        self.cost_coef_, self.cost_intercept_, self.cost_alpha_ = fit_masked_ridge(
-            z, cost, alpha=c.alpha, alphas=c.alphas)
+        # One solve for both heads: a performance and a cost column missing on the same rows share
+        # one eigendecomposition (penalties are still chosen per column).
+        m = correct.shape[1]
+        coef, intercept, alpha = fit_masked_ridge(z, np.concatenate([correct, cost], axis=1),
+                                                  alpha=c.alpha, alphas=c.alphas)
+        self.perf_coef_, self.perf_intercept_, self.perf_alpha_ = coef[:m], intercept[:m], alpha[:m]
+        self.cost_coef_, self.cost_intercept_, self.cost_alpha_ = coef[m:], intercept[m:], alpha[m:]
         if c.alphas:
             log.info("%s: ridge penalties chosen by leave-one-out: perf median %.3g, cost median %.3g",
                      self.name, float(np.median(self.perf_alpha_)), float(np.median(self.cost_alpha_)))
