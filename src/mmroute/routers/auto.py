@@ -60,7 +60,10 @@ class AutoConfig(RouterConfig):
     """``candidates``: router names (empty = :func:`default_candidates`); ``n_folds``: folds of the
     cross-validation; ``time_budget_s``: seconds the cross-validation may take (candidates that would
     overrun it are dropped); ``stack``: also try a convex blend; ``rules``: the decision rules to
-    choose among; ``max_epochs``: handed to the candidates that train by epochs (None: theirs)."""
+    choose among; ``max_epochs``: handed to the candidates that train by epochs (None: theirs);
+    ``threads``: native threads (BLAS, OpenMP, torch) for the whole fit (None: the process's
+    settings). One by default: on a busy machine multi-threaded BLAS and OpenMP spin-wait and run
+    several times slower (:mod:`mmroute._threads`), and the candidates' operations are small."""
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "candidates": [SequenceOf(InstanceOf(str, "router name"))],
@@ -69,6 +72,7 @@ class AutoConfig(RouterConfig):
         "stack": [InstanceOf(bool)],
         "rules": [SequenceOf(Options(("budget", "tradeoff")), min_len=1)],
         "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     candidates: tuple[str, ...] = ()
@@ -77,6 +81,7 @@ class AutoConfig(RouterConfig):
     stack: bool = True
     rules: tuple[str, ...] = ("budget", "tradeoff")
     max_epochs: int | None = None
+    threads: int | None = 1
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -119,6 +124,27 @@ class AutoRouter(Router):
         return create_router(name, **options)
 
     def _fit(self, features, correct, cost, **_):
+        from mmroute._threads import native_threads
+
+        names = list(self.config.candidates or default_candidates())
+        if self.config.threads is not None and any(
+                hasattr(self._candidate(name), "lightning_callbacks") for name in names):
+            import torch  # noqa: F401  (imported first, so that its intra-op pool is capped too)
+        with native_threads(self.config.threads):
+            self._fit_capped(features, correct, cost, names)
+
+    def _twin(self, candidate: Router, features: Features, done: dict[str, Any]) -> str | None:
+        """An already cross-validated candidate predicting exactly what ``candidate`` would."""
+        twin = candidate.same_predictions_as(features)
+        if twin is None:
+            return None
+        for name in done:
+            other = self._candidate(name)
+            if type(other) is type(twin) and other.config == twin.config:
+                return name
+        return None
+
+    def _fit_capped(self, features, correct, cost, names):
         from sklearn.model_selection import KFold
 
         from mmroute.routers.guard import fit_guard, oof_scores
@@ -128,7 +154,6 @@ class AutoRouter(Router):
         n_folds = min(c.n_folds, n)
         if n_folds < 2:
             raise ValueError(f"auto needs at least 2 training rows for its folds, got {n}")
-        names = list(c.candidates or default_candidates())
         folds = list(KFold(n_splits=n_folds, shuffle=True, random_state=c.seed).split(np.arange(n)))
         start = time.perf_counter()
         oof: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -143,8 +168,15 @@ class AutoRouter(Router):
                 self.cv_seconds_[name] = 0.0
                 log.info("auto: %s dropped: %s", name, self.skipped_[name])
                 continue
+            candidate = self._candidate(name)
+            twin = self._twin(candidate, features, oof)
+            if twin is not None:
+                # Its out-of-fold predictions would be the twin's, bit for bit: not an option of its own.
+                self.skipped_[name] = f"predicts exactly what {twin} predicts on these features (cross-validated once)"
+                self.cv_seconds_[name] = time.perf_counter() - t0
+                log.info("auto: %s not cross-validated: %s", name, self.skipped_[name])
+                continue
             try:
-                candidate = self._candidate(name)
                 if type(candidate).cross_val_predict is not Router.cross_val_predict:
                     # It computes out-of-fold predictions inside one fit of its own (ensemble).
                     perf, pc, fitted = candidate.cross_val_predict(features, correct, cost, folds)

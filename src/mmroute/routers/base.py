@@ -273,6 +273,12 @@ class Router(ABC):
         """Flat config, for logging."""
         return self.config.to_dict()
 
+    def same_predictions_as(self, features: Features) -> "Router | None":
+        """An unfitted router of another family that, fitted on the same rows of ``features``,
+        predicts exactly what this one would (``kmeans_adaptive`` without an image modality is
+        ``kmeans``), or None. ``auto`` cross-validates such a pair once. Default: None."""
+        return None
+
     def selected_options(self) -> dict[str, Any]:
         """Config options that refit this router with the hyper-parameters it selected on its
         training rows (e.g. ``knn``'s leave-one-out ``k``); ensembles use them for their

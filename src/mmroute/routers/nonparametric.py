@@ -455,10 +455,8 @@ class KMeansAdaptiveRouter(KMeansRouter):
         from mmroute.features.fusion import AdaptiveFusion
 
         if fit:
-            has_images = (features.text is not None and features.image is not None
-                          and (features.image_mask is None or bool(features.image_mask.any())))
             self.fusion_ = None
-            if has_images:
+            if _has_images(features):
                 self.fusion_ = AdaptiveFusion(temperature=self.config.temperature,
                                               norm_weight=self.config.norm_weight)
                 self.fusion_.fit(features.text, features.image, features.image_mask)
@@ -470,6 +468,13 @@ class KMeansAdaptiveRouter(KMeansRouter):
             raise ValueError("kmeans_adaptive was fitted with text and image features; "
                              "these features have no text modality")
         return self.fusion_.transform(features.text, features.image, features.image_mask)
+
+    def same_predictions_as(self, features: Features) -> Router | None:
+        """Without an image modality this is ``kmeans`` with the same clusters and seed."""
+        if _has_images(features):
+            return None
+        shared = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(KMeansConfig)}
+        return KMeansRouter(KMeansConfig(**shared))
 
     def onnx_input(self, features: Features) -> np.ndarray:
         """``[text, image, image_mask]`` when fitted with a fusion (the graph recomputes it), else
@@ -491,3 +496,9 @@ class KMeansAdaptiveRouter(KMeansRouter):
         fused = adaptive_fusion(g, self.fusion_)
         save_model(g.finish(*self._cluster_lookup(g, fused, self.fusion_.n_features_out_)), path)
         return "onnx (adaptive fusion) + skl2onnx (KMeans) + onnx lookup"
+
+
+def _has_images(features: Features) -> bool:
+    """Text and image modalities, with at least one row that has an image."""
+    return (features.text is not None and features.image is not None
+            and (features.image_mask is None or bool(features.image_mask.any())))
