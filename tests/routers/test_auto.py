@@ -97,3 +97,42 @@ def test_a_torch_candidate_overrunning_its_first_fold_is_stopped_and_dropped():
     # Stopped mid-fold ("overran") or, when the budget is already spent, never started.
     reason = router.skipped_["mlp"]
     assert router.chosen_ == "kmeans" and ("overran" in reason or "budget was spent" in reason)
+
+
+def test_a_candidate_predicting_what_another_does_is_cross_validated_once():
+    """Without an image modality kmeans_adaptive is kmeans: one cross-validation, reported."""
+    table, x = tiny_table(n=150, m=3, seed=1)
+    router = _auto(candidates=("kmeans", "kmeans_adaptive", "linear")).fit(feats(x), table.correct, table.cost)
+    assert "kmeans_adaptive" not in router.cv_scores_ and "kmeans" in router.cv_scores_
+    assert "exactly what kmeans predicts" in router.skipped_["kmeans_adaptive"]
+    # Alone, it is cross-validated as itself.
+    alone = _auto(candidates=("kmeans_adaptive", "linear")).fit(feats(x), table.correct, table.cost)
+    assert "kmeans_adaptive" in alone.cv_scores_ and not alone.skipped_
+
+
+def test_fit_caps_native_threads_and_restores_them(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mmroute.routers.nonparametric import KMeansRouter
+
+    seen = []
+    fit = KMeansRouter._fit
+
+    def recording(self, *args, **kwargs):
+        seen.append(max(p["num_threads"] for p in threadpool_info()))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(KMeansRouter, "_fit", recording)
+    table, x = tiny_table(n=90, m=3, seed=1)
+    with threadpool_limits(limits=2):
+        _auto(candidates=("kmeans",)).fit(feats(x), table.correct, table.cost)
+        assert seen and set(seen) == {1}
+        assert max(p["num_threads"] for p in threadpool_info()) == 2       # restored
+        seen.clear()
+        _auto(candidates=("kmeans",), threads=None).fit(feats(x), table.correct, table.cost)
+        assert set(seen) == {2}
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match=r"threads=0"):
+        create_router("auto", threads=0)

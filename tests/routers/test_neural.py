@@ -295,3 +295,23 @@ def test_learned_image_tower_names_features_that_are_not_pixels():
     text_only, correct, cost = make_data(images=False)
     router = make_router("fusion_mf", image_tower="cnn", max_epochs=1).fit(text_only, correct, cost)
     assert not router.image_seen_
+
+
+def test_batched_fetch_gives_the_rows_of_a_per_row_loader():
+    """RowBatches + batch_as_is: the batches a per-row TensorDataset loader gives, in the same
+    shuffled order (same generator), with one index per tensor."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mmroute.routers.neural.lit import RowBatches, batch_as_is
+
+    tensors = [torch.arange(50, dtype=torch.float32).reshape(25, 2), torch.arange(25, dtype=torch.float32)]
+    ours = DataLoader(RowBatches(*tensors), batch_size=7, shuffle=True,
+                      generator=torch.Generator().manual_seed(3), collate_fn=batch_as_is)
+    theirs = DataLoader(TensorDataset(*tensors), batch_size=7, shuffle=True, generator=torch.Generator().manual_seed(3))
+    pairs = list(zip(ours, theirs, strict=True))
+    assert len(pairs) == 4
+    for a, b in pairs:
+        assert len(a) == len(b) == 2
+        for ta, tb in zip(a, b):
+            torch.testing.assert_close(ta, tb, rtol=0, atol=0)
+    assert not torch.equal(pairs[0][0][1], torch.arange(7, dtype=torch.float32))   # it did shuffle

@@ -89,3 +89,16 @@ def test_least_squares_without_penalty():
 def test_bad_config_names_the_value(name, bad, match):
     with pytest.raises(ValueError, match=match):
         raw_router(name, **bad)
+
+
+def test_both_heads_in_one_solve_equal_separate_solves():
+    """Performance and cost columns are solved together (one eigendecomposition per missing
+    pattern); each head is what its own solve gives, penalties included."""
+    x, correct, cost = tiny_problem(n=80, m=3, seed=4, missing=0.2)
+    alphas = (0.1, 1.0, 10.0)
+    router = raw_router("linear", alphas=alphas).fit(feats(x), correct, cost)
+    for head, y in (("perf", correct), ("cost", cost)):
+        coef, intercept, alpha = fit_masked_ridge(x, y, alphas=alphas)
+        np.testing.assert_allclose(getattr(router, f"{head}_coef_"), coef, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(getattr(router, f"{head}_intercept_"), intercept, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(getattr(router, f"{head}_alpha_"), alpha)
