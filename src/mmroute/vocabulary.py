@@ -8,7 +8,8 @@ installed; a test checks the copies agree).
 from __future__ import annotations
 
 __all__ = ["RULES", "FALLBACKS", "DEFAULT_FALLBACK", "MODES", "IMAGE_POLICIES", "SPLITS", "FUSIONS",
-           "DEFAULT_METRIC", "DEFAULT_DATA", "EXPORTERS"]
+           "DEFAULT_METRIC", "VAL_PREFIX", "DEFAULT_DATA", "EXPORTERS",
+           "selection_metric"]
 
 #: Decision rules of :mod:`mmroute.evaluation`: pick the best predicted model within a budget, or
 #: maximise predicted performance minus a cost trade-off.
@@ -25,9 +26,17 @@ IMAGE_POLICIES: tuple[str, ...] = ("error", "warn", "ignore")
 SPLITS: tuple[str, ...] = ("in", "out", "column")
 #: Fusions of text and image features (:mod:`mmroute.features.fusion`).
 FUSIONS: tuple[str, ...] = ("mean", "concat", "adaptive")
-#: The metric that picks a sweep's best child and gates promotion.
+#: The metric that picks a sweep's best child (by its validation twin) and gates promotion.
 DEFAULT_METRIC = "budget/nAUC"
+#: Prefix of the metrics scored on validation rows carved out of the training rows.
+VAL_PREFIX = "val"
 #: The embedded default table.
 DEFAULT_DATA = "synthetic:n=1000,seed=0"
 #: torch routers' ONNX exporters.
 EXPORTERS: tuple[str, ...] = ("auto", "dynamo", "torchscript")
+
+
+def selection_metric(metric: str) -> str:
+    """The validation twin ``val/<metric>`` that chooses between routers (``fit_seconds`` and
+    ``val/...`` stay as they are): choices are made on training rows, never on test rows."""
+    return metric if metric.startswith(f"{VAL_PREFIX}/") or "/" not in metric else f"{VAL_PREFIX}/{metric}"

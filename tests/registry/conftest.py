@@ -120,14 +120,17 @@ def sweep(store, tmp_path_factory):
                 router = AffineRouter(signal=signal).fit(train_f, train_t.correct, train_t.cost)
                 perf, cost = router.predict(test_f)
                 metrics = evaluate_predictions(perf, cost, test_t.correct, test_t.cost).metrics
+                train_perf, train_cost = router.predict(train_f)  # stands in for the sweep's validation rows
+                val = evaluate_predictions(train_perf, train_cost, train_t.correct, train_t.cost).metrics
                 mlflow.log_params({"router.name": router.name, "data.hash": test_t.content_hash()})
-                mlflow.log_metrics({"budget/nAUC": metrics["nAUC"], "budget/Ps": metrics["Ps"]})
+                mlflow.log_metrics({"budget/nAUC": metrics["nAUC"], "budget/Ps": metrics["Ps"],
+                                    "val/budget/nAUC": val["nAUC"], "val/budget/Ps": val["Ps"]})
                 log_router_model(router, test_f.subset(np.arange(50)), MODELS, check_features=test_f)
                 mlflow.log_artifact(str(eval_path), artifact_path="eval")
                 children[label] = child.info.run_id
         with mlflow.start_run(run_name="oracle", nested=True, experiment_id=experiment) as oracle:
             mlflow.log_params({"router.name": "oracle"})
-            mlflow.log_metrics({"budget/nAUC": 0.999})
+            mlflow.log_metrics({"budget/nAUC": 0.999, "val/budget/nAUC": 0.999})
             children["oracle"] = oracle.info.run_id
         mlflow.end_run()
     return {"parent": parent.info.run_id, **children, "eval_table": eval_path}

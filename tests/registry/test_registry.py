@@ -18,12 +18,28 @@ def test_register_best_picks_the_best_deployable_child_and_tags_it(sweep):
     assert str(version.version) == "1" and version.run_id == sweep["good"]
     tags = version.tags
     assert tags["source_run_id"] == sweep["good"] and tags["parent_run_id"] == sweep["parent"]
-    assert tags["router"] == "_test_affine" and tags["selection_metric"] == "budget/nAUC"
+    assert tags["router"] == "_test_affine" and tags["selection_metric"] == "val/budget/nAUC"
     assert len(tags["data_hash"]) == 16
     good_nauc = MlflowClient().get_run(sweep["good"]).data.metrics["budget/nAUC"]
     assert float(tags["metric.budget/nAUC"]) == pytest.approx(good_nauc)
-    with pytest.raises(KeyError, match="no child run .* logged the metric 'budget/missing'"):
+    with pytest.raises(KeyError, match="no child run .* logged the validation metric 'val/budget/missing'"):
         register_best(sweep["parent"], "best-router", metric="budget/missing")
+
+
+def test_the_best_child_is_chosen_on_validation_rows_never_on_test_rows(store):
+    """A child that wins on the test metric but loses on its validation twin is not chosen."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name("registry-tests").experiment_id
+    with mlflow.start_run(run_name="crossing", experiment_id=experiment) as parent:
+        ids = {}
+        for name, val, test in (("val-winner", 0.7, 0.5), ("test-winner", 0.6, 0.9)):
+            with mlflow.start_run(run_name=name, nested=True, experiment_id=experiment) as child:
+                mlflow.log_metrics({"budget/nAUC": test, "val/budget/nAUC": val})
+                ids[name] = child.info.run_id
+    run, _ = select_run(MlflowClient(), parent.info.run_id, "budget/nAUC")
+    assert run.info.run_id == ids["val-winner"]
+    assert select_run(MlflowClient(), parent.info.run_id, "val/budget/nAUC")[0].info.run_id == ids["val-winner"]
 
 
 def test_eval_table_scores_match_the_logged_metric(sweep):

@@ -1,7 +1,7 @@
 """``mmroute probe``: probe routers on a small (M)LLM's hidden states (Probe, Attention Probe, ReLope).
 
-    mmroute probe extract --table T --model PATH --layer L --cache DIR [--token-cap N] [--devices 2 --strategy ddp]
-    mmroute probe train   --table T --small M --large M --cache DIR [--model PATH --layer L]
+    mmroute probe extract --data T --model PATH --layer L --cache DIR [--token-cap N] [--devices 2 --strategy ddp]
+    mmroute probe train   --data T --small M --large M --cache DIR [--model PATH --layer L]
                           [--heads probe,attention_probe,relope] [--split in|lodo] [--onnx-dir DIR]
 
 ``extract`` writes layer l-1 token states and layer-l last-token states of the table's rows to a

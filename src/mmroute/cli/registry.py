@@ -42,7 +42,8 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 def _metric_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default=DEFAULT_METRIC,
                    help="<rule>/<metric> as logged by the pipeline, e.g. budget/nAUC, tradeoff/Ps, "
-                        "budget/QNC (lower is better) (default %(default)s)")
+                        "budget/QNC (lower is better); a sweep's children are compared on its validation "
+                        "twin val/<rule>/<metric> (training rows only) (default %(default)s)")
 
 
 def register(subparsers: Any) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 from mmroute.pipeline.config import PipelineConfig, router_overrides
 from mmroute.pipeline.data import Prepared
 from mmroute.tracking import record
+from mmroute.vocabulary import VAL_PREFIX
 
 __all__ = ["RouterRun", "train_in_active_run", "log_context", "log_feature_pipeline", "load_logged_router",
            "log_pareto_plots", "validation_metrics", "SUMMARY_METRICS", "VAL_PREFIX"]
 
 log = logging.getLogger(__name__)
 
-VAL_PREFIX = "val"
 # Columns of a sweep's comparison table (when logged).
 SUMMARY_METRICS = ("nAUC", "Ps", "QNC", "qnc_reached", "fixed_AUC", "acc_at_best_single_cost")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from mmroute.pipeline.config import PipelineConfig, check_router_options, expand_routers
 from mmroute.tracking import record
+from mmroute.vocabulary import selection_metric
 from mmroute.pipeline.data import Prepared, data_params, dataset_tag, embed, load, prepare, rows_by_id, write_table
 from mmroute.pipeline.routers import (
     RouterRun,
@@ -176,13 +177,6 @@ def run_sweep(cfg: PipelineConfig, *, step: str = "sweep") -> dict[str, Any]:
                "children": {r.router: r.run_id for r in done}, "failed": failed,
                "seconds": round(time.perf_counter() - started, 1)}
     return summary
-
-
-def selection_metric(metric: str) -> str:
-    """The validation twin ``val/<metric>`` of a selection metric (``fit_seconds`` stays as is)."""
-    from mmroute.pipeline.routers import VAL_PREFIX
-
-    return metric if metric.startswith(f"{VAL_PREFIX}/") or "/" not in metric else f"{VAL_PREFIX}/{metric}"
 
 
 def _finite(value: Any) -> float | None:

@@ -12,7 +12,7 @@ import math
 from typing import Any, Callable
 
 from mmroute.tracking import record
-from mmroute.vocabulary import DEFAULT_METRIC
+from mmroute.vocabulary import DEFAULT_METRIC, selection_metric
 
 __all__ = ["DEFAULT_METRIC", "MODEL_ARTIFACT", "get_client", "select_run", "find_router_model",
            "register_best", "version_metrics", "status"]
@@ -42,6 +42,9 @@ def _lower_is_better(metric: str) -> bool:
 def select_run(client: Any, run_id: str, metric: str = DEFAULT_METRIC) -> tuple[Any, str | None]:
     """The run to register: the best child of a parent run by ``metric``, or the run itself.
 
+    Children are compared on the validation twin of ``metric`` (``val/<metric>``, scored on rows
+    carved out of the training rows; :func:`mmroute.vocabulary.selection_metric`), the same choice
+    as the sweep's own, so test rows never choose what is registered.
     Returns ``(run, parent_run_id)``; ``parent_run_id`` is None when ``run_id`` has no children.
     Children that failed, lack the metric, or trained a router whose class is not ``deployable``
     (``random``, ``oracle``) are skipped; none left raises ``KeyError`` listing what was logged.
@@ -51,16 +54,19 @@ def select_run(client: Any, run_id: str, metric: str = DEFAULT_METRIC) -> tuple[
                                   filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
     if not children:
         return run, None
+    key = selection_metric(metric)
     scored = [c for c in children
               if c.info.status != "FAILED" and _deployable(record.router_name(c))
-              and metric in c.data.metrics and not math.isnan(c.data.metrics[metric])]
+              and key in c.data.metrics and not math.isnan(c.data.metrics[key])]
     if not scored:
         logged = sorted({k for c in children for k in c.data.metrics})
-        raise KeyError(f"no child run of {run_id} logged the metric {metric!r}; logged metrics: {logged}")
-    lower = _lower_is_better(metric)
-    best = (min if lower else max)(scored, key=lambda c: c.data.metrics[metric])
-    log.info("best child of %s by %s (%s is better): %s = %.4f", run_id, metric,
-             "lower" if lower else "higher", best.info.run_id, best.data.metrics[metric])
+        raise KeyError(f"no child run of {run_id} logged the validation metric {key!r} (a sweep's children are "
+                       f"compared on validation rows of the training rows, never on test rows); "
+                       f"logged metrics: {logged}")
+    lower = _lower_is_better(key)
+    best = (min if lower else max)(scored, key=lambda c: c.data.metrics[key])
+    log.info("best child of %s by %s (%s is better): %s = %.4f", run_id, key,
+             "lower" if lower else "higher", best.info.run_id, best.data.metrics[key])
     return best, run_id
 
 
@@ -119,14 +125,14 @@ def register_best(run_id: str, model_name: str, *, metric: str = DEFAULT_METRIC,
     tags = {
         "source_run_id": run.info.run_id,
         "parent_run_id": parent_id or "",
-        "selection_metric": metric,
+        "selection_metric": selection_metric(metric) if parent_id else metric,
         "router": record.router_name(run) or logged.tags.get(record.TAG_ROUTER, ""),
         "data_hash": record.data_hash(run),
         "logged_model_id": logged.model_id,
         **_metric_tags(run.data.metrics),
     }
-    if metric in run.data.metrics:
-        tags["selection_value"] = repr(float(run.data.metrics[metric]))
+    if tags["selection_metric"] in run.data.metrics:
+        tags["selection_value"] = repr(float(run.data.metrics[tags["selection_metric"]]))
     try:
         client.create_registered_model(model_name, description="mmroute router (ONNX graph, pyfunc)")
     except MlflowException as exc:
