@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     result["first_batch_loss"] = {k: round(v, 8) for k, v in first.items()}
     diff16 = abs(first["cached"] - first["from_input"])
     diff32 = abs(first["cached_fp32_cache"] - first["from_input"])
-    result["first_batch_loss_abs_diff"] = {"fp16_cache": diff16, "fp32_cache": diff32,
-                                           "truncated_vs_full": abs(first["from_input_truncated"] - first["from_input"])}
+    result["first_batch_loss_abs_diff"] = {
+        "fp16_cache": diff16, "fp32_cache": diff32,
+        "truncated_vs_full": abs(first["from_input_truncated"] - first["from_input"])}
     result["passed"] = bool(result["ratio"] >= 5.0 and diff32 <= 1e-5)
     text = json.dumps(result, indent=2)
     print(text)

@@ -135,8 +135,9 @@ def run_one(n: int, n_models: int) -> dict:
     routers = {}
     for name, opts in (("linear_mf", {}), ("knn", {}),
                        ("fusion_mf", {"max_epochs": 2, "n_ensemble": 1, "batch_size": 1024})):
-        routers[name] = step(f"train/{name}",
-                             lambda: create_router(name, **opts).fit(ftrain, train.correct, train.cost))
+        # Defaults bind this iteration's name and options to the closure (step calls it at once anyway).
+        routers[name] = step(f"train/{name}", lambda name=name, opts=opts: create_router(name, **opts).fit(
+            ftrain, train.correct, train.cost))
     knn = routers["knn"]
     extra["knn_index"] = "hnsw" if knn.index_ is not None else "exact"
     if knn.index_ is not None:
@@ -144,12 +145,13 @@ def run_one(n: int, n_models: int) -> dict:
     perf, pcost = step("predict/knn", lambda: knn.predict(ftest))
     correct, cost = test.filled()
     for rule in ("budget", "tradeoff"):
-        res = step(f"sweep/{rule}", lambda: evaluate_predictions(perf, pcost, correct, cost, rule=rule))
+        res = step(f"sweep/{rule}", lambda rule=rule: evaluate_predictions(perf, pcost, correct, cost, rule=rule))
         extra[f"{rule}/nAUC"] = float(res.metrics["nAUC"])
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("linear_mf", "fusion_mf"):
             check = ftest.subset(np.arange(min(2000, len(ftest))))
-            step(f"export/{name}", lambda: export_router(routers[name], check, Path(tmp) / f"{name}.onnx"))
+            step(f"export/{name}",
+                 lambda name=name, check=check: export_router(routers[name], check, Path(tmp) / f"{name}.onnx"))
     return {"steps": steps, **extra}
 
 

@@ -156,8 +156,8 @@ def bench_encoder(name: str, spec: str, images: bool, args, workdir: Path) -> di
         for k, rows in enumerate(rows_list):
             frames[(batch, k)] = request_frame(test, rows)
         keys = list(range(len(rows_list)))
-        s = _stats(_time(lambda k: serve_prepared((batch, k)), keys, warm), batch)
-        p = _stats(_time(lambda k: python(rows_list[k]), keys, warm), batch)
+        s = _stats(_time(lambda k, batch=batch: serve_prepared((batch, k)), keys, warm), batch)
+        p = _stats(_time(lambda k, rows=rows_list: python(rows[k]), keys, warm), batch)
         report["batches"][str(batch)] = {"served": s, "python": p, "speedup_p50": p["p50_ms"] / s["p50_ms"],
                                          "ratio_rows_per_s": s["rows_per_s"] / p["rows_per_s"]}
     b1, b256 = report["batches"]["1"], report["batches"]["256"]

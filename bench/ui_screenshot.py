@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="URL path and query after #/experiments/<id> (default: the metric charts of the "
                    "runs that trained a router, best budget/nAUC first; the plain runs table: "
                    "'/runs?workflowType=machine_learning')")
-    p.add_argument("--chromium", default=None, help="browser binary (default: first of %s)" % ", ".join(CHROMIUM_NAMES))
+    p.add_argument("--chromium", default=None,
+                   help="browser binary (default: first of {})".format(", ".join(CHROMIUM_NAMES)))
     p.add_argument("--window-size", default="1800,1100")
     p.add_argument("--virtual-time-budget", type=int, default=60000,
                    help="ms of page time before the shot (the chart view needs ~30 s on a loaded server)")

@@ -1,4 +1,5 @@
-"""Promote a version: --to staging (unconditional) or --to production (gated on --eval-table, --metric, --min-delta; exit 3 when refused).
+"""Promote a version: --to staging (unconditional) or --to production (gated on --eval-table, --metric,
+--min-delta; exit 3 when refused).
 
 A thin wrapper over ``mmroute promote`` (:mod:`mmroute.cli.registry`, which calls
 :mod:`mmroute.registry`); MLproject's ``promote`` entry point runs it. See ``--help``.
@@ -7,7 +8,7 @@ A thin wrapper over ``mmroute promote`` (:mod:`mmroute.cli.registry`, which call
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

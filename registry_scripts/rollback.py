@@ -7,7 +7,7 @@ A thin wrapper over ``mmroute rollback`` (:mod:`mmroute.cli.registry`, which cal
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

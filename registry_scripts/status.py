@@ -7,7 +7,7 @@ A thin wrapper over ``mmroute status`` (:mod:`mmroute.cli.registry`, which calls
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

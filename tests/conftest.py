@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The session-wide ``spark`` fixture (tests/spark_session.py), for the Spark tests of any folder.
+pytest_plugins = ["spark_session"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -51,8 +54,6 @@ def _reset_mlflow_fluent_state() -> None:
     fluent._active_experiment_id = None
     # mlflow.set_tracking_uri/set_registry_uri are process-wide and win over the environment;
     # set_registry_uri also exports MLFLOW_REGISTRY_URI, which would send later registrations elsewhere.
-    import os
-
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
     mlflow.set_tracking_uri(None)
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")

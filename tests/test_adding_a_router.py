@@ -78,9 +78,8 @@ def test_a_router_in_one_module_is_listed_swept_exported_registered_and_served(u
 
     from mmroute.export import export_router, router_input
     from mmroute.export.pyfunc import input_frame
-    from mmroute.pipeline import PipelineConfig, run_sweep
+    from mmroute.pipeline import PipelineConfig, register_run, run_sweep
     from mmroute.pipeline.routers import load_logged_router
-    from mmroute.pipeline import register_run
     from mmroute.registry import load_eval_table
     from mmroute.routers import create_router, list_routers
 

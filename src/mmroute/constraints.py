@@ -22,11 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
-from typing import Any, ClassVar, Protocol, Union
+from typing import Any, ClassVar, Protocol
 
-__all__ = ["Constraint", "Constraints", "Interval", "Options", "InstanceOf", "SequenceOf", "Validated", "check", "validate",
-           "declared_constraints",
-           "Integral", "Real"]
+__all__ = ["Constraint", "Constraints", "Interval", "Options", "InstanceOf", "SequenceOf", "Validated", "check",
+           "validate", "declared_constraints", "Integral", "Real"]
 
 
 class Constraint(Protocol):
@@ -35,7 +34,7 @@ class Constraint(Protocol):
     def describe(self, plural: bool = False) -> str: ...
 
 
-ConstraintSpec = Union[Constraint, None]
+ConstraintSpec = Constraint | None
 Constraints = Mapping[str, "list[ConstraintSpec]"]
 
 
@@ -69,7 +68,10 @@ class Interval:
         return True
 
     def describe(self, plural: bool = False) -> str:
-        noun = ("integers" if plural else "an integer") if self.kind is Integral else ("numbers" if plural else "a number")
+        if self.kind is Integral:
+            noun = "integers" if plural else "an integer"
+        else:
+            noun = "numbers" if plural else "a number"
         lo_in, hi_in = self.closed in ("left", "both"), self.closed in ("right", "both")
         if self.left is not None and self.right is not None:
             return f"{noun} in {'[' if lo_in else '('}{self.left}, {self.right}{']' if hi_in else ')'}"

@@ -56,7 +56,8 @@ def test_validate_missing_path_is_a_clean_error(tmp_path: Path, capsys) -> None:
 
 def test_images_warn_accepts_missing_images(tmp_path: Path, capsys) -> None:
     path = tmp_path / "t.csv"
-    pd.DataFrame({"question": ["q"], "img_path": ["gone.png"], "a_correct": [1.0], "a_cost": [1.0]}).to_csv(path, index=False)
+    pd.DataFrame({"question": ["q"], "img_path": ["gone.png"], "a_correct": [1.0], "a_cost": [1.0]}).to_csv(
+        path, index=False)
     assert main(["data", "validate", str(path), "--images", "warn"]) == 0
     assert "instances with an image: 0" in capsys.readouterr().out
 

@@ -32,7 +32,8 @@ def per_dataset_root(tmp_path: Path) -> Path:
     _png(tmp_path / "ocrbench" / "a.png")
     _png(tmp_path / "ocrbench" / "sub" / "b.jpg")
     pd.DataFrame({"question": ["q0", "q1", "q2"], "answer": ["x", "y", "z"],
-                  "img_path": ["a.png", "sub/b.jpg", ""], **_outcomes(3)}).to_csv(tmp_path / "ocrbench.csv", index=False)
+                  "img_path": ["a.png", "sub/b.jpg", ""], **_outcomes(3)}).to_csv(tmp_path / "ocrbench.csv",
+                                                                                  index=False)
     abs_img = tmp_path / "elsewhere" / "c.png"
     _png(abs_img)
     pd.DataFrame({"question": ["p0", "p1"], "img_path": [str(abs_img), str(abs_img)],

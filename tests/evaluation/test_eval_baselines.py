@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from mmroute.evaluation import (
-    budget_sweep, fill_missing, oracle_metrics, oracle_point, oracle_predictions, random_metrics,
+    budget_sweep,
+    fill_missing,
+    oracle_metrics,
+    oracle_point,
+    oracle_predictions,
+    random_metrics,
     single_model_points,
 )
 

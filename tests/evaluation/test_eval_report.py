@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 
 from mmroute.evaluation import (
-    EvalResult, evaluate_predictions, plot_cost_accuracy, save_figure, tradeoff_curve,
+    EvalResult,
+    evaluate_predictions,
+    plot_cost_accuracy,
+    save_figure,
+    tradeoff_curve,
 )
 
 

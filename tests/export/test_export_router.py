@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from mmroute.export import (
-    ExportParityError, NotExportableError, build_input, export_router, input_layout, router_input,
+    ExportParityError,
+    NotExportableError,
+    build_input,
+    export_router,
+    input_layout,
+    router_input,
 )
 from mmroute.export.graph import run_onnx
 from mmroute.features.types import Features

@@ -2,7 +2,11 @@ import numpy as np
 import pytest
 
 from mmroute.export.graph import (
-    affine_graph, cluster_lookup_graph, knn_mean_graph, parallel_outputs, run_onnx,
+    affine_graph,
+    cluster_lookup_graph,
+    knn_mean_graph,
+    parallel_outputs,
+    run_onnx,
 )
 
 
@@ -38,7 +42,10 @@ def test_knn_graph_ignores_missing_outcomes_and_falls_back(rng):
                            cost_fallback=np.zeros(2))
     p, c = run_onnx(graph.SerializeToString(), x)
     xd = x.astype(np.float64)
-    unit = (lambda a: a / np.linalg.norm(a, axis=1, keepdims=True))
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
     sim = unit(xd) @ unit(train).T
     idx = np.argsort(-sim, axis=1, kind="stable")[:, :5]
     picked = perf[idx, 0]

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
-from raw_models import MODELS, image_b64, make_table, raw_records, tiny_bert_dir, tiny_clip_dir
 
 from mmroute.export.core import ExportParityError
 from mmroute.export.pyfunc import predict_frame_arrays, save_router_model
 from mmroute.features import build_feature_pipeline
 from mmroute.routers import create_router
+from raw_models import MODELS, make_table, raw_records, tiny_bert_dir, tiny_clip_dir
 
 N_TRAIN = 24
 ROUTERS = {"linear_mf": dict(rank=3),

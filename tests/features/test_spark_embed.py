@@ -4,8 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_session import spark  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.slow
 
 

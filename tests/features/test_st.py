@@ -46,10 +46,12 @@ def test_pipeline_with_st_is_text_only_and_cached(tmp_path, tiny_bert_dir, monke
 
     table = make_table(tmp_path, n=6)
     spec = f"st:{tiny_bert_dir}"
-    feats = build_feature_pipeline(spec, cache_dir=tmp_path / "c", device="cpu", progress=False).fit(table).transform(table)
+    pipe = build_feature_pipeline(spec, cache_dir=tmp_path / "c", device="cpu", progress=False)
+    feats = pipe.fit(table).transform(table)
     assert feats.text.shape == (6, 16) and feats.image is None  # a text model ignores the images
     monkeypatch.setattr(SentenceTransformerEncoder, "_load", lambda self: pytest.fail("re-encoded despite cache"))
-    again = build_feature_pipeline(spec, cache_dir=tmp_path / "c", device="cpu", progress=False).fit(table).transform(table)
+    again_pipe = build_feature_pipeline(spec, cache_dir=tmp_path / "c", device="cpu", progress=False)
+    again = again_pipe.fit(table).transform(table)
     np.testing.assert_array_equal(again.text, feats.text)
 
 

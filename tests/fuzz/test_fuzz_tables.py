@@ -13,9 +13,9 @@ import pandas as pd
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from fuzz_strategies import RAW_BYTES, TABLE_SUFFIXES, fuzz_settings, table_frames
 from mmroute.cli import main
 from mmroute.data import TableValidationError, load_table
-from fuzz_strategies import RAW_BYTES, TABLE_SUFFIXES, fuzz_settings, table_frames
 
 
 def _write(frame: pd.DataFrame, path: Path) -> Path:

@@ -46,12 +46,14 @@ def test_convert_value_types():
 
 
 def test_router_overrides_typed_and_scoped():
-    from mmroute.routers import list_routers, router_class
     import dataclasses
 
+    from mmroute.routers import list_routers, router_class
+
     names = list_routers()
-    neural = [n for n in names if {"max_epochs", "lr"} <= {f.name for f in dataclasses.fields(router_class(n).config_class)}]
-    plain = [n for n in names if "max_epochs" not in {f.name for f in dataclasses.fields(router_class(n).config_class)}]
+    fields = {n: {f.name for f in dataclasses.fields(router_class(n).config_class)} for n in names}
+    neural = [n for n in names if {"max_epochs", "lr"} <= fields[n]]
+    plain = [n for n in names if "max_epochs" not in fields[n]]
     assert neural and plain
     cfg = PipelineConfig(max_epochs=3, router_options=(f"{neural[0]}.lr=0.01",))
     got = router_overrides(neural[0], cfg)

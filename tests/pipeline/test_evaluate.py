@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from helpers_pipeline import EPOCHS, TINY, artifact_paths, input_contexts, last_json
+from helpers_pipeline import TINY, artifact_paths, input_contexts, last_json
 from mmroute.cli import main
 
 

@@ -65,7 +65,8 @@ def test_route_file_end_to_end(production, tmp_path, capsys, suffix):
     assert summary["n_rows"] == len(decisions) == len(x)
     assert decisions["id"].tolist() == [f"q{i}" for i in range(len(x))]
     assert set(decisions["model"]) <= {"cheap", "mid"} and summary["within_target"]
-    assert all(list(r)[0] == m and sorted(r) == ["cheap", "mid"] for r, m in zip(decisions["ranking"], decisions["model"]))
+    assert all(list(r)[0] == m and sorted(r) == ["cheap", "mid"]
+               for r, m in zip(decisions["ranking"], decisions["model"]))
     assert (decisions["expected_cost"] <= 3.0).all()
     # The same decisions as the in-process router under the operating point the model chose.
     from mmroute.export.mmroute_runtime.decide import decide
@@ -116,11 +117,10 @@ def test_route_params_checks():
 
 def test_route_raw_queries_with_images(tmp_path, capsys):
     """Raw text and image queries (a CSV with image paths) through a model carrying its feature pipeline."""
-    from raw_models import MODELS as RAW_MODELS
-    from raw_models import make_table
-
     from mmroute.export.pyfunc import save_router_model
     from mmroute.features import build_feature_pipeline
+    from raw_models import MODELS as RAW_MODELS
+    from raw_models import make_table
 
     table = make_table(tmp_path / "images", n=36)
     train, test = table.subset(np.arange(24)), table.subset(np.arange(24, 36))

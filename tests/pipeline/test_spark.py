@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from mmroute.features.types import Features
-from spark_session import spark  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -89,6 +89,6 @@ def test_unreachable_server_fails_before_any_work(monkeypatch, capsys):
     assert _train("linear") == 3
     err = capsys.readouterr().err
     assert "tracking unavailable" in err and f"127.0.0.1:{port}" in err
-    from pathlib import Path
     import os
+    from pathlib import Path
     assert not (Path(os.environ["MMROUTE_CACHE_DIR"]) / "synthetic").exists()  # no data was built

@@ -161,7 +161,8 @@ def synthetic_cache(path, n: int = 160, d: int = 32, seed: int = 0, layer: int =
     ids = [f"s{i}" for i in range(n)]
     flat = torch.cat(states)
     pos = torch.cat([torch.arange(int(t)) for t in lengths]).expand(position_rows, -1).contiguous()
-    save_file({"lengths": lengths.long(), "states": flat.half(), "attention_mask": torch.ones(len(flat), dtype=torch.uint8),
+    save_file({"lengths": lengths.long(), "states": flat.half(),
+               "attention_mask": torch.ones(len(flat), dtype=torch.uint8),
                "position_ids": pos, "last": torch.stack([s[-1] for s in states]).half()},
               str(path / "shard-r000-00000.safetensors"), metadata={"ids": json.dumps(ids)})
     finalize_cache(path, ids, {"layer": layer})

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmroute.probes.evaluation import (auroc, delta_auc, hybrid_curve, leave_one_dataset_out,
-                                       parse_perturbations, perturb_image, perturb_table, plot_hybrid,
-                                       plot_roc, reference_curves)
+from mmroute.probes.evaluation import (
+    auroc,
+    delta_auc,
+    hybrid_curve,
+    leave_one_dataset_out,
+    parse_perturbations,
+    perturb_image,
+    perturb_table,
+    plot_hybrid,
+    plot_roc,
+    reference_curves,
+)
 from probe_tiny import tiny_table
 
 

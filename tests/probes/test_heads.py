@@ -77,8 +77,8 @@ def test_each_head_learns_a_correctness_signal(head, tmp_path):
         emb = np.random.default_rng(1).normal(size=(160, 6)) + 1.5 * y[:, None]
     inputs = ProbeInputs(ids, cache, emb)
     train, test = np.arange(120), np.arange(120, 160)
-    router = ProbeRouter(head=head, hidden=32, lr=1e-2, max_epochs=15, patience=6, val_frac=0.25, lora_r=8, lora_alpha=16,
-                         batch_size=16)
+    router = ProbeRouter(head=head, hidden=32, lr=1e-2, max_epochs=15, patience=6, val_frac=0.25, lora_r=8,
+                         lora_alpha=16, batch_size=16)
     router.fit(inputs.subset(train), y[train], backbone=tiny_qwen2(n_layers=3))
     p = router.predict_proba(inputs.subset(test))
     assert p.shape == (40,) and np.all((p >= 0) & (p <= 1))

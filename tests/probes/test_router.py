@@ -70,7 +70,8 @@ def test_budget_rule_has_two_decisions(fitted, data):
     budget = budget_sweep(perf, pc, correct[test], cost[test])
     points = set(zip(np.round(budget.costs, 12), np.round(budget.accs, 12)))
     defer = perf[:, 0] < fitted.large_accuracy_
-    both = (correct[test][np.arange(1200), defer.astype(int)].mean(), cost[test][np.arange(1200), defer.astype(int)].mean())
+    pick = (np.arange(1200), defer.astype(int))
+    both = (correct[test][pick].mean(), cost[test][pick].mean())
     assert points == {(round(cost[test, 0].mean(), 12), round(correct[test, 0].mean(), 12)),
                       (round(both[1], 12), round(both[0], 12))}
     metrics = evaluate_predictions(perf, pc, correct[test], cost[test], rule="tradeoff").metrics

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from probe_tiny import IMAGE_TOKEN, fit_probe_router, saved_tiny_vl, tiny_table

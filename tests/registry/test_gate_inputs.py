@@ -74,8 +74,9 @@ def test_features_only_version_is_not_scored_on_another_pipelines_features(store
     train_f, train_t, test_f, test_t = make_split()
     router = AffineRouter().fit(train_f, train_t.correct, train_t.cost)
     weak = AffineRouter(signal=0.0).fit(train_f, train_t.correct, train_t.cost)
-    v1 = _register(registry_helpers, store, "pipes", weak, ("cheap", "mid", "strong"), feature_info={"spec": "st:minilm"})
-    v2 = _register(registry_helpers, store, "pipes", router, ("cheap", "mid", "strong"), feature_info={"spec": "offline"})
+    models = ("cheap", "mid", "strong")
+    v1 = _register(registry_helpers, store, "pipes", weak, models, feature_info={"spec": "st:minilm"})
+    v2 = _register(registry_helpers, store, "pipes", router, models, feature_info={"spec": "offline"})
     table = save_eval_table(tmp_path / "eval.npz", test_f, test_t, feature_info={"spec": "offline"})
     with pytest.raises(PromotionRefused, match=r"candidate version cannot be scored.*differ in \['spec'\]"):
         promote("pipes", v1, to="production", eval_table=table)
@@ -88,12 +89,12 @@ def test_versions_with_different_encoders_compete_on_the_same_raw_rows(store, tm
     """Two versions with different feature pipelines (TF-IDF width, fusion): each is scored through its
     own served pipeline on the eval table's raw rows, exactly as its own training-time features score it."""
     import mlflow
-    from raw_models import MODELS, make_table
 
     from mmroute.evaluation import evaluate_predictions
     from mmroute.export.pyfunc import log_router_model
     from mmroute.features import build_feature_pipeline
     from mmroute.routers import create_router
+    from raw_models import MODELS, make_table
 
     using = registry_helpers[2]
     table = make_table(tmp_path / "images", n=40)

@@ -2,8 +2,18 @@ import pytest
 from mlflow import MlflowClient
 
 from mmroute.registry import (
-    PREVIOUS_PRODUCTION, PRODUCTION, STAGING, PromotionRefused, load_eval_table, promote,
-    register_and_stage, register_best, rollback, score_model, select_run, status,
+    PREVIOUS_PRODUCTION,
+    PRODUCTION,
+    STAGING,
+    PromotionRefused,
+    load_eval_table,
+    promote,
+    register_and_stage,
+    register_best,
+    rollback,
+    score_model,
+    select_run,
+    status,
 )
 
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from router_data import feats, tiny_table
 
 from mmroute.routers import create_router
 from mmroute.routers.auto import default_candidates
 from mmroute.routers.experiment import fit_and_evaluate
+from router_data import feats, tiny_table
 
 CHEAP = ("kmeans", "knn", "linear")
 

@@ -43,7 +43,8 @@ def test_fit_predict_contract():
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['depth'\].*valid: \['guard', 'guard_folds', 'guard_z', 'seed', 'shrink'\]"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['depth'\].*"
+                                         r"valid: \['guard', 'guard_folds', 'guard_z', 'seed', 'shrink'\]"):
         _MeanRouter(depth=3)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_data import feats, tiny_problem
 
 from mmroute.routers import create_router
 from mmroute.routers.ensemble import simplex_least_squares
+from router_data import feats, tiny_problem
 
 
 def test_simplex_weights_recover_a_convex_blend():

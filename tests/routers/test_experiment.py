@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from router_data import tiny_table
 
 from mmroute.evaluation import evaluate_predictions
 from mmroute.features.types import Features
 from mmroute.routers import create_router
 from mmroute.routers.experiment import RouterResult, fit_and_evaluate
+from router_data import tiny_table
 
 
 def _split(missing: float = 0.0):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_data import feats, raw_router
 
 from mmroute.evaluation import evaluate_predictions
 from mmroute.routers import create_router
 from mmroute.routers.guard import PerfGuard, fit_guard
+from router_data import feats, raw_router
 
 
 def noisy_problem(n: int = 400, seed: int = 0):

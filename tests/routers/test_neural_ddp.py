@@ -11,10 +11,9 @@ pytest.importorskip("lightning")
 if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-from router_data import feats, tiny_problem  # noqa: E402
-
 from mmroute.evaluation import evaluate_predictions  # noqa: E402
 from mmroute.routers.neural import MLPRouter  # noqa: E402
+from router_data import feats, tiny_problem  # noqa: E402
 
 pytestmark = pytest.mark.slow
 OPTS = dict(hidden=(16, 8), max_epochs=6, batch_size=32, patience=50, accelerator="cpu", seed=0,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_data import feats, raw_router, tiny_problem
 
 from mmroute.routers import NotFittedError, create_router, list_routers
 from mmroute.routers.nonparametric import masked_group_means, neighbour_means
+from router_data import feats, raw_router, tiny_problem
 
 NAMES = ["random", "oracle", "knn", "kmeans", "kmeans_adaptive"]
 
@@ -44,7 +44,8 @@ def test_registry_lists_routers_and_unknown_name_lists_valid_ones():
     ("knn", {"ks": (5, 0)}, r"ks=\(5, 0\)"),
     ("kmeans", {"n_clusters": 0}, r"n_clusters=0"),
     ("kmeans_adaptive", {"temperature": 0.0, "norm_weight": 2.0}, r"temperature=0.0.*norm_weight=2.0"),
-    ("knn", {"neighbours": 3}, r"unknown option\(s\) \['neighbours'\].*valid: \['ef_search', 'guard', 'guard_folds', 'guard_z', 'hnsw_m', 'index', 'index_threshold', 'k', 'ks', 'metric', 'seed'\]"),
+    ("knn", {"neighbours": 3}, r"unknown option\(s\) \['neighbours'\].*valid: \['ef_search', 'guard', 'guard_folds', "
+                               r"'guard_z', 'hnsw_m', 'index', 'index_threshold', 'k', 'ks', 'metric', 'seed'\]"),
 ])
 def test_bad_config_is_reported_with_valid_values(name, bad, match):
     with pytest.raises(ValueError, match=match):

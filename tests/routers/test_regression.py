@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from router_data import feats, raw_router, tiny_problem
 from sklearn.decomposition import TruncatedSVD
 from sklearn.linear_model import Ridge, RidgeCV
 
 from mmroute.routers import NotFittedError
 from mmroute.routers.regression import fit_masked_ridge
+from router_data import feats, raw_router, tiny_problem
 
 
 def test_masked_ridge_equals_sklearn_ridge_on_the_observed_rows():

@@ -124,7 +124,6 @@ def test_register_promote_rollback(sweep_on_server, tmp_path):
 
 def test_concurrent_promoters_on_postgresql(sweep_on_server, tmp_path):
     from concurrency_helpers import check_consistent, run_promoters
-
     from mmroute.pipeline.export import export_run
     from mmroute.registry import register_best
 

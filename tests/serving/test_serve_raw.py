@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+
 from loopback_server import request, serve
 from raw_models import MODELS, make_table, raw_records
 

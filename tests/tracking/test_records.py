@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 from mmroute.tracking import records as R
 
@@ -75,6 +74,7 @@ def test_tags_have_version_and_git_commit():
 
 def test_logging_into_a_run(tmp_path):
     import mlflow
+
     from mmroute.data.table import OutcomeTable
 
     table = OutcomeTable(ids=["a", "b", "c"], datasets=["d1", "d1", "d2"], questions=["q"] * 3,

@@ -11,7 +11,8 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mmroute import __version__
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mmroute.cli._types import integer
 from mmroute.cli.options import add_config_arguments, add_deprecated_alias, config_kwargs, encoder_spec

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
-from mmroute.vocabulary import IMAGE_POLICIES
+from collections.abc import Sequence
+from typing import Any
 
 from mmroute.cli._types import add_image_access
+from mmroute.vocabulary import IMAGE_POLICIES
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

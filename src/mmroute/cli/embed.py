@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mmroute.cli._types import add_image_access
 from mmroute.cli.options import add_deprecated_alias, encoder_spec

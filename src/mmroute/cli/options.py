@@ -19,7 +19,8 @@ import logging
 import types
 import typing
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from mmroute.cli._types import boolean, integer, optional_int, optional_str
 from mmroute.constraints import Options, declared_constraints

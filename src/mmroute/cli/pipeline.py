@@ -20,7 +20,8 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mmroute.cli._types import add_image_access, integer, optional_int, optional_str
 from mmroute.cli.options import add_config_arguments, add_deprecated_alias, config_kwargs

@@ -18,7 +18,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mmroute.cli._types import integer, key_value, optional_int, optional_str
 from mmroute.cli.options import add_deprecated_alias
@@ -97,9 +97,9 @@ def _data(args: argparse.Namespace) -> str:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from mmroute.data import load_table
+    from mmroute.pipeline.probe import select_rows
     from mmroute.probes.extract import extract_hidden_states
     from mmroute.probes.inputs import load_backbone
-    from mmroute.pipeline.probe import select_rows
 
     if args.model is None or args.layer is None:
         raise ValueError("probe extract needs --model and --layer")

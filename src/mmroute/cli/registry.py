@@ -20,7 +20,8 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from mmroute.cli._types import optional_str
 from mmroute.vocabulary import DEFAULT_METRIC, EXPORTERS

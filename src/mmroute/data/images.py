@@ -15,9 +15,9 @@ model) read the header first and refuse larger images before decoding them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from mmroute._limits import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 
@@ -43,7 +43,7 @@ class ImageRoot:
 
     @classmethod
     def for_table(cls, table_folder: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None,
-                  allow_outside: bool = False) -> "ImageRoot":
+                  allow_outside: bool = False) -> ImageRoot:
         """The root for a table in ``table_folder``: ``image_root`` when given, else that folder."""
         if image_root is not None:
             root = Path(image_root).expanduser()

@@ -23,8 +23,8 @@ are parsed by :class:`Mode` and applied by :func:`apply_mode`, which *blanks* th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class Mode:
                                  f"got {getattr(self, side)!r}")
 
     @classmethod
-    def parse(cls, value: "Mode | int | str") -> "Mode":
+    def parse(cls, value: Mode | int | str) -> Mode:
         """From ``22``, ``"12"`` or a Mode; anything else raises ValueError listing the valid modes."""
         if isinstance(value, Mode):
             return value
@@ -183,8 +183,8 @@ def _blank(table: OutcomeTable, modality: int) -> OutcomeTable:
     return replace(table, questions=np.full(table.n_instances, "", dtype=object), contexts=None)
 
 
-def apply_mode(table: OutcomeTable, side: "str | OutcomeTable", mode: "Mode | int | str",
-               ) -> "OutcomeTable | tuple[OutcomeTable, OutcomeTable]":
+def apply_mode(table: OutcomeTable, side: str | OutcomeTable, mode: Mode | int | str,
+               ) -> OutcomeTable | tuple[OutcomeTable, OutcomeTable]:
     """Blank the modality that ``mode`` does not use (see the module docstring for what that means).
 
     Two call forms:

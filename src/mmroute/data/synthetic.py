@@ -28,7 +28,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-
 import numpy as np
 import pandas as pd
 
@@ -38,9 +37,9 @@ from mmroute.data.synthetic_images import draw_instance_image
 from mmroute.data.synthetic_spec import (
     DATASETS,
     DIFFICULTY_SD,
-    QUALITY_BETA,
     IMAGE_SKILLS,
     MODELS,
+    QUALITY_BETA,
     SKILLS,
     TEXT_SKILLS,
     VOCAB,
@@ -48,7 +47,8 @@ from mmroute.data.synthetic_spec import (
 )
 
 __all__ = ["GENERATOR_VERSION", "default_cache_dir", "is_synthetic_spec", "parse_synthetic_spec",
-           "synthetic_dir_name", "ensure_synthetic", "damaged_files", "make_synthetic", "sample_latents", "outcome_logits"]
+           "synthetic_dir_name", "ensure_synthetic", "damaged_files", "make_synthetic", "sample_latents",
+           "outcome_logits"]
 
 log = logging.getLogger(__name__)
 

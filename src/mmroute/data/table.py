@@ -10,8 +10,9 @@ extra context describe each instance. Loaders live in :mod:`mmroute.data.loaders
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ class OutcomeTable:
         return fill_missing(self.correct, self.cost)
 
     # -------------------------------------------------------------- slicing
-    def subset(self, rows: np.ndarray | Sequence[int]) -> "OutcomeTable":
+    def subset(self, rows: np.ndarray | Sequence[int]) -> OutcomeTable:
         """A new table restricted to ``rows`` (integer indices or a boolean mask)."""
         idx = np.asarray(rows)
         if idx.dtype == bool:
@@ -160,7 +161,7 @@ class OutcomeTable:
             extra={k: np.asarray(v)[idx] for k, v in self.extra.items()},
         )
 
-    def select_models(self, names: Sequence[str]) -> "OutcomeTable":
+    def select_models(self, names: Sequence[str]) -> OutcomeTable:
         """A new table with only the named models, in the given order."""
         unknown = [n for n in names if n not in self.models]
         if unknown:
@@ -168,7 +169,7 @@ class OutcomeTable:
         cols = [self.models.index(n) for n in names]
         return replace(self, models=tuple(names), correct=self.correct[:, cols], cost=self.cost[:, cols])
 
-    def without_images(self) -> "OutcomeTable":
+    def without_images(self) -> OutcomeTable:
         return replace(self, image_paths=None)
 
     # ------------------------------------------------------------- identity

@@ -8,16 +8,31 @@ and :func:`plot_cost_accuracy`.
 """
 
 from mmroute.evaluation.baselines import (
-    ORACLE_CONVENTIONS, SinglePoints, fill_missing, oracle_metrics, oracle_point,
-    oracle_predictions, random_metrics, single_model_points,
+    ORACLE_CONVENTIONS,
+    SinglePoints,
+    fill_missing,
+    oracle_metrics,
+    oracle_point,
+    oracle_predictions,
+    random_metrics,
+    single_model_points,
 )
 from mmroute.evaluation.metrics import (
-    QNC_TOLERANCE, curve_metrics, fixed_range_auc, frontier_auc, pareto_frontier, pareto_mask,
+    QNC_TOLERANCE,
+    curve_metrics,
+    fixed_range_auc,
+    frontier_auc,
+    pareto_frontier,
+    pareto_mask,
 )
 from mmroute.evaluation.plots import plot_cost_accuracy, save_figure
 from mmroute.evaluation.report import RULES, EvalResult, evaluate_predictions, json_safe, sweep_rule
 from mmroute.evaluation.sweep import (
-    FALLBACKS, SweepCurve, budget_decisions, budget_sweep, cost_accuracy_curve,
+    FALLBACKS,
+    SweepCurve,
+    budget_decisions,
+    budget_sweep,
+    cost_accuracy_curve,
 )
 from mmroute.evaluation.tradeoff import tradeoff_curve, tradeoff_decisions, tradeoff_sweep
 

@@ -22,8 +22,8 @@ one curve point each; ``acc``/``cost`` are the exact expectation (mean of the si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

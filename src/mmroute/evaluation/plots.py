@@ -7,8 +7,9 @@ backend switch: importing this module or plotting never changes global matplotli
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,9 +37,9 @@ def _single_items(singles) -> list[tuple[str, float, float]]:
                     f"got {type(singles).__name__}")
 
 
-def plot_cost_accuracy(results: Mapping[str, "EvalResult"], *, singles=None, oracle=None,
+def plot_cost_accuracy(results: Mapping[str, EvalResult], *, singles=None, oracle=None,
                        title: str | None = None, show_curve: bool = True, log_cost: bool = False,
-                       ) -> "Figure":
+                       ) -> Figure:
     """Plot each result's frontier (steps) over its raw curve, plus single models and the oracle.
 
     Parameters
@@ -91,7 +92,7 @@ def plot_cost_accuracy(results: Mapping[str, "EvalResult"], *, singles=None, ora
     return fig
 
 
-def save_figure(fig: "Figure", path: str | Path, *, dpi: int = 150) -> Path:
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix, e.g. .png), creating parent folders."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

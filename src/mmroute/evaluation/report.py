@@ -19,13 +19,17 @@ above it) next to that model's accuracy: "what does the router buy for the money
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mmroute.evaluation.baselines import (
-    SinglePoints, fill_missing, oracle_metrics, single_model_points,
+    SinglePoints,
+    fill_missing,
+    oracle_metrics,
+    single_model_points,
 )
 from mmroute.evaluation.metrics import curve_metrics, pareto_frontier, pareto_mask
 from mmroute.evaluation.sweep import SweepCurve, budget_sweep

@@ -72,8 +72,10 @@ def _envelope_events(perf: np.ndarray, cost: np.ndarray):
             lam = np.where(cheaper, (p_cur - perf[active]) / (c_cur - cost[active]), np.inf)
         # Smallest crossing first; among lines crossing there, the cheapest wins just above it.
         nxt = _lexi_argbest(lam, cost[active], cheaper)
-        ev_rows.append(active); ev_lam.append(lam[np.arange(active.size), nxt])
-        ev_old.append(cur[active]); ev_new.append(nxt)
+        ev_rows.append(active)
+        ev_lam.append(lam[np.arange(active.size), nxt])
+        ev_old.append(cur[active])
+        ev_new.append(nxt)
         cur[active] = nxt
     if not ev_rows:
         empty = np.zeros(0, dtype=np.int64)

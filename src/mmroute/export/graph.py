@@ -9,8 +9,9 @@ nearest-neighbour / nearest-centre choices are not flipped by float32 rounding o
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

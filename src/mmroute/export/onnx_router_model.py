@@ -56,22 +56,36 @@ if __name__.startswith("mmroute."):
     from .mmroute_runtime import calibration as runtime_calibration
     from .mmroute_runtime import decide as runtime_decide
     from .mmroute_runtime.features import build_input, load_feature_runtime
-    from .mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS, bad_input,
-                                         check_finite_output, features_matrix, parse_request)
+    from .mmroute_runtime.inputs import (
+        DEFAULT_MAX_IMAGE_PIXELS,
+        DEFAULT_MAX_ROWS,
+        bad_input,
+        check_finite_output,
+        parse_request,
+    )
 else:
     try:  # executed as a logged model's code: the runtime package is on sys.path via code_paths
         from mmroute_runtime import calibration as runtime_calibration
         from mmroute_runtime import decide as runtime_decide
         from mmroute_runtime.features import build_input, load_feature_runtime
-        from mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS, bad_input,
-                                            check_finite_output, features_matrix, parse_request)
+        from mmroute_runtime.inputs import (
+            DEFAULT_MAX_IMAGE_PIXELS,
+            DEFAULT_MAX_ROWS,
+            bad_input,
+            check_finite_output,
+            parse_request,
+        )
     except ModuleNotFoundError:  # executed from mmroute's source tree while the model is logged
         from mmroute.export.mmroute_runtime import calibration as runtime_calibration
         from mmroute.export.mmroute_runtime import decide as runtime_decide
         from mmroute.export.mmroute_runtime.features import build_input, load_feature_runtime
-        from mmroute.export.mmroute_runtime.inputs import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_ROWS,
-                                                           bad_input, check_finite_output,
-                                                           features_matrix, parse_request)
+        from mmroute.export.mmroute_runtime.inputs import (
+            DEFAULT_MAX_IMAGE_PIXELS,
+            DEFAULT_MAX_ROWS,
+            bad_input,
+            check_finite_output,
+            parse_request,
+        )
 
 log = logging.getLogger("mmroute.serving")
 

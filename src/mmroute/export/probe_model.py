@@ -75,7 +75,8 @@ def _image(value: Any, row: int) -> Any:
 def request_items(model_input: Any, *, vision: bool) -> list[dict[str, Any]]:
     """Validate the request rows into builder items ``{"id", "text", "image"}``; raises 400-errors."""
     if isinstance(model_input, dict):
-        model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in model_input.items()})
+        model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple)) else [v]
+                                    for k, v in model_input.items()})
     if not isinstance(model_input, pd.DataFrame):
         raise bad_input(f"expected rows with a 'question' column, got {type(model_input).__name__}")
     if "question" not in model_input.columns:

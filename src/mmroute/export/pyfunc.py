@@ -20,8 +20,9 @@ import importlib.metadata
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -184,8 +185,7 @@ def _prepare(router: Any, sample_features: Features, models: Sequence[str], work
                            calibration=calibration)
     meta_path = workdir / "router_meta.json"
     meta_path.write_text(json.dumps(meta, indent=2, allow_nan=False))
-    from mmroute.export.onnx_router_model import (CALIBRATION_ARTIFACT, FEATURES_ARTIFACT, META_ARTIFACT,
-                                                  ONNX_ARTIFACT)
+    from mmroute.export.onnx_router_model import CALIBRATION_ARTIFACT, FEATURES_ARTIFACT, META_ARTIFACT, ONNX_ARTIFACT
 
     artifacts = {ONNX_ARTIFACT: str(export.path), META_ARTIFACT: str(meta_path)}
     if calibration is not None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,7 +12,8 @@ and the pair behaves as one :class:`~mmroute.features.encoders.Encoder` with bot
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class ComposedEncoder(Encoder):
         self.modalities = ("text",) if image_encoder is None else ("text", "image")
 
     @classmethod
-    def from_composed_spec(cls, spec: str, *, device: str | None = None, **options: Any) -> "ComposedEncoder":
+    def from_composed_spec(cls, spec: str, *, device: str | None = None, **options: Any) -> ComposedEncoder:
         from mmroute.features.encoders import create_encoder
 
         if options:
@@ -111,14 +112,14 @@ class ComposedEncoder(Encoder):
     def is_fitted(self) -> bool:
         return self.text_encoder.is_fitted
 
-    def fit_text(self, texts: Sequence[str]) -> "ComposedEncoder":
+    def fit_text(self, texts: Sequence[str]) -> ComposedEncoder:
         self.text_encoder.fit_text(texts)
         return self
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.text_encoder.encode_text(texts)
 
-    def encode_rows(self, table: "OutcomeTable") -> np.ndarray:
+    def encode_rows(self, table: OutcomeTable) -> np.ndarray:
         if self.text_rows is None:
             raise TypeError(f"text encoder {self.text_encoder.name!r} encodes texts, not table rows")
         return self.text_rows.encode_rows(table)
@@ -131,7 +132,8 @@ class ComposedEncoder(Encoder):
     def get_params(self) -> dict[str, Any]:
         params = {"name": self.name, "identity": self.identity, "text": self.text_encoder.name,
                   "image": None if self.image_encoder is None else self.image_encoder.name}
-        params.update({f"text.{k}": v for k, v in self.text_encoder.get_params().items() if k not in ("name", "identity")})
+        params.update({f"text.{k}": v for k, v in self.text_encoder.get_params().items()
+                       if k not in ("name", "identity")})
         if self.image_encoder is not None:
             params.update({f"image.{k}": v for k, v in self.image_encoder.get_params().items()
                            if k not in ("name", "identity")})

@@ -15,7 +15,8 @@ from __future__ import annotations
 import abc
 import logging
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "zero")
 
-_REGISTRY: dict[str, type["Encoder"]] = {}
+_REGISTRY: dict[str, type[Encoder]] = {}
 
 
 def resolve_device(device: str | None) -> str:
@@ -133,7 +134,7 @@ class Encoder(abc.ABC):
     cacheable: ClassVar[bool] = True
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "Encoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> Encoder:
         """Build from the part of the spec after ``NAME:`` (empty when absent).
 
         ``device`` only matters to encoders that run a network; they override this method.
@@ -160,7 +161,7 @@ class Encoder(abc.ABC):
     def is_fitted(self) -> bool:
         return True
 
-    def fit_text(self, texts: Sequence[str]) -> "Encoder":
+    def fit_text(self, texts: Sequence[str]) -> Encoder:
         """Learn text statistics from training texts (only encoders with ``requires_fit``)."""
         raise TypeError(f"encoder {self.name!r} is not fitted on data")
 
@@ -186,7 +187,7 @@ class RowEncoder(Encoder):
     cacheable: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def encode_rows(self, table: "OutcomeTable") -> np.ndarray:
+    def encode_rows(self, table: OutcomeTable) -> np.ndarray:
         """Table -> array of shape (n_instances, d), float32, row-aligned with the table."""
 
 

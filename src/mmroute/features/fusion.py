@@ -93,7 +93,7 @@ class MeanFusion(Fusion):
     Output shape (n, max(d_text, d_image)); rows without an image are l2(text).
     """
 
-    def fit(self, text, image=None, image_mask=None) -> "MeanFusion":
+    def fit(self, text, image=None, image_mask=None) -> MeanFusion:
         text, image, _ = _check_inputs(text, image, image_mask)
         self._fit_dims(text, image)
         self.n_features_out_ = max(self.d_text_, self.d_image_ or 0)
@@ -119,7 +119,7 @@ class ConcatFusion(Fusion):
     Output shape (n, d_text + d_image), or (n, d_text) when fitted without images.
     """
 
-    def fit(self, text, image=None, image_mask=None) -> "ConcatFusion":
+    def fit(self, text, image=None, image_mask=None) -> ConcatFusion:
         text, image, _ = _check_inputs(text, image, image_mask)
         self._fit_dims(text, image)
         self.n_features_out_ = self.d_text_ + (self.d_image_ or 0)
@@ -189,7 +189,7 @@ class AdaptiveFusion(Fusion):
         norms = np.linalg.norm(x, axis=1)
         return centroid, float(norms.mean()), float(norms.std())
 
-    def fit(self, text, image=None, image_mask=None) -> "AdaptiveFusion":
+    def fit(self, text, image=None, image_mask=None) -> AdaptiveFusion:
         """Fit centroids and norm statistics on training rows: text (n, d_text), image (n, d_image)."""
         self._validate_params()
         text, image, mask = _check_inputs(text, image, image_mask)

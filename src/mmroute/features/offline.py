@@ -9,14 +9,21 @@ test, which makes its test vectors incomparable with its training vectors).
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from mmroute._limits import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 from mmroute.features.cache import hash_texts
-from mmroute.features.encoders import (Encoder, check_bad_image_policy, log_bad_images, open_rgb,
-                                       parse_kv_options, register_encoder)
+from mmroute.features.encoders import (
+    Encoder,
+    check_bad_image_policy,
+    log_bad_images,
+    open_rgb,
+    parse_kv_options,
+    register_encoder,
+)
 
 __all__ = ["TfidfTextEncoder", "ImageStatsEncoder", "PixelsEncoder", "OfflineEncoder", "image_statistics"]
 
@@ -56,7 +63,7 @@ class TfidfTextEncoder(Encoder):
         self.seed = seed
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "TfidfTextEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> TfidfTextEncoder:
         return cls(**{**parse_kv_options(arg, spec), **options})
 
     def _params(self) -> str:
@@ -72,7 +79,7 @@ class TfidfTextEncoder(Encoder):
     def is_fitted(self) -> bool:
         return hasattr(self, "fit_hash_")
 
-    def fit_text(self, texts: Sequence[str]) -> "TfidfTextEncoder":
+    def fit_text(self, texts: Sequence[str]) -> TfidfTextEncoder:
         """Record the training ``texts`` (n_train strings) the vocabulary, idf and SVD are fitted on.
 
         The sklearn fit itself is deferred to the first ``encode_text``: ``identity`` only needs the
@@ -192,7 +199,7 @@ class ImageStatsEncoder(Encoder):
         self.max_image_pixels = check_max_pixels(max_image_pixels)
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "ImageStatsEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> ImageStatsEncoder:
         return cls(**{**parse_kv_options(arg, spec), **options})
 
     @property
@@ -254,7 +261,7 @@ class PixelsEncoder(Encoder):
         self.progress = progress
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "PixelsEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> PixelsEncoder:
         return cls(**{**parse_kv_options(arg, spec), **options})
 
     @property
@@ -318,7 +325,7 @@ class OfflineEncoder(Encoder):
                             "batch_size, on_bad_image, progress, max_image_pixels") from exc
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "OfflineEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> OfflineEncoder:
         return cls(**{**parse_kv_options(arg, spec), **options})
 
     @property
@@ -338,7 +345,7 @@ class OfflineEncoder(Encoder):
     def is_fitted(self) -> bool:
         return self.text_encoder.is_fitted
 
-    def fit_text(self, texts: Sequence[str]) -> "OfflineEncoder":
+    def fit_text(self, texts: Sequence[str]) -> OfflineEncoder:
         self.text_encoder.fit_text(texts)
         return self
 

@@ -12,14 +12,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mmroute._limits import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
-from mmroute.features.encoders import (Encoder, check_bad_image_policy, log_bad_images, open_rgb,
-                                       register_encoder, resolve_device)
+from mmroute.features.encoders import (
+    Encoder,
+    check_bad_image_policy,
+    log_bad_images,
+    open_rgb,
+    register_encoder,
+    resolve_device,
+)
 
 __all__ = ["OpenClipEncoder"]
 
@@ -91,7 +98,7 @@ class OpenClipEncoder(Encoder):
         self.progress = progress
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "OpenClipEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> OpenClipEncoder:
         if not arg:
             # The MMR-Bench default encoder.
             return cls("ViT-B-32", options.pop("pretrained", "openai"), device=device, **options)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -111,11 +112,12 @@ class FeaturePipeline:
             return hit
         arr = np.asarray(encode(), dtype=np.float32)
         if arr.ndim != 2 or arr.shape[0] != n_rows:
-            raise RuntimeError(f"encoder {self.encoder.name!r} returned shape {arr.shape} for {n_rows} {modality} inputs")
+            raise RuntimeError(f"encoder {self.encoder.name!r} returned shape {arr.shape} "
+                               f"for {n_rows} {modality} inputs")
         cache.save(key, arr, {"identity": identity, "modality": modality, "input_hash": input_hash})
         return arr
 
-    def _encode(self, table: "OutcomeTable") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _encode(self, table: OutcomeTable) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Text (n, d_text), image (n, d_image) or None, image_mask (n,) or None for one table."""
         rows = self.encoder if isinstance(self.encoder, RowEncoder) else getattr(self.encoder, "text_rows", None)
         if rows is not None:  # vectors that already exist per row (precomputed), alone or composed
@@ -143,7 +145,7 @@ class FeaturePipeline:
         return text, image, mask
 
     # ------------------------------------------------------------------- public
-    def fit(self, train_table: "OutcomeTable") -> "FeaturePipeline":
+    def fit(self, train_table: OutcomeTable) -> FeaturePipeline:
         """Fit the encoder's text model (if any) and the fusion on the training table only."""
         texts = train_table.texts()
         no_text = not isinstance(self.encoder, RowEncoder) and not any(t.strip() for t in texts)
@@ -162,7 +164,7 @@ class FeaturePipeline:
                     train_table.n_instances, "with" if self.uses_image_ else "without")
         return self
 
-    def transform(self, table: "OutcomeTable") -> Features:
+    def transform(self, table: OutcomeTable) -> Features:
         """Features of ``table``: fused (n, n_features_out_), text, image (or None), image_mask."""
         if not hasattr(self, "fusion_"):
             raise RuntimeError("FeaturePipeline is not fitted: call fit(train_table) first")
@@ -170,7 +172,7 @@ class FeaturePipeline:
         fused = self.fusion_.transform(text, image, mask)
         return Features(fused=fused, text=text, image=image, image_mask=mask)
 
-    def fit_transform(self, train_table: "OutcomeTable") -> Features:
+    def fit_transform(self, train_table: OutcomeTable) -> Features:
         return self.fit(train_table).transform(train_table)
 
     def __repr__(self) -> str:

@@ -38,7 +38,7 @@ class PrecomputedEncoder(RowEncoder):
         self.path = str(path)
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "PrecomputedEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> PrecomputedEncoder:
         return cls(arg, **options)
 
     @property
@@ -60,7 +60,7 @@ class PrecomputedEncoder(RowEncoder):
             raise ValueError(f"precomputed embeddings {self.path!r} must be 2-D (n_rows, d), got shape {arr.shape}")
         return arr
 
-    def encode_rows(self, table: "OutcomeTable") -> np.ndarray:
+    def encode_rows(self, table: OutcomeTable) -> np.ndarray:
         """Table -> (n_instances, d) float32 picked by ``extra["row"]`` or in table order."""
         arr = self._array()
         rows = table.extra.get("row")
@@ -94,14 +94,14 @@ class ColumnEncoder(RowEncoder):
         self.column = column
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "ColumnEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> ColumnEncoder:
         return cls(arg, **options)
 
     @property
     def identity(self) -> str:
         return f"column({self.column})"
 
-    def encode_rows(self, table: "OutcomeTable") -> np.ndarray:
+    def encode_rows(self, table: OutcomeTable) -> np.ndarray:
         """Table -> (n_instances, d) float32 from the column's vectors."""
         if self.column not in table.extra:
             raise KeyError(f"table ({table.source}) has no column {self.column!r} in extra; "

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class SentenceTransformerEncoder(Encoder):
         self.progress = progress
 
     @classmethod
-    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> "SentenceTransformerEncoder":
+    def from_spec(cls, arg: str, spec: str, *, device: str | None = None, **options: Any) -> SentenceTransformerEncoder:
         return cls(arg, device=device, **options)
 
     @property

@@ -50,7 +50,7 @@ class Features:
             object.__setattr__(self, "image_mask", mask)
 
     @classmethod
-    def from_array(cls, x: np.ndarray) -> "Features":
+    def from_array(cls, x: np.ndarray) -> Features:
         """Features made of one precomputed matrix (used as fused and as the text modality)."""
         x = np.asarray(x, dtype=np.float32)
         return cls(fused=x, text=x)
@@ -62,8 +62,11 @@ class Features:
     def n_features(self) -> int:
         return int(self.fused.shape[1])
 
-    def subset(self, rows: np.ndarray) -> "Features":
+    def subset(self, rows: np.ndarray) -> Features:
         rows = np.asarray(rows)
-        pick = (lambda a: None if a is None else a[rows])
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
         return Features(fused=self.fused[rows], text=pick(self.text), image=pick(self.image),
                         image_mask=pick(self.image_mask))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from mmroute.constraints import Integral, Interval, Options, Real, Validated, check
 from mmroute.vocabulary import DEFAULT_DATA, DEFAULT_METRIC, FUSIONS, IMAGE_POLICIES, MODES, RULES, SPLITS
@@ -93,7 +94,8 @@ class PipelineConfig(Validated):
 
     data: str = _field(DEFAULT_DATA, "data", "table path or spec (e.g. data/MMR_Bench.csv, root/ocrbench+mathvista, "
                        "synthetic:n=1000,seed=0)")
-    images: str = _field("warn", "data", "image paths that name no file: fail, warn and drop the image, or skip the check")
+    images: str = _field("warn", "data",
+                         "image paths that name no file: fail, warn and drop the image, or skip the check")
     dataset: str | None = _field(None, "data", "keep only these datasets ('a+b')")
     image_root: str | None = _field(None, "data", "folder every image path must resolve into (empty: the "
                                     "table's folder)", metavar="DIR")
@@ -228,7 +230,7 @@ class PipelineConfig(Validated):
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
-    def replace(self, **changes: Any) -> "PipelineConfig":
+    def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)
 
 

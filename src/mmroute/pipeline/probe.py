@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 
 from mmroute.data.table import OutcomeTable
-from mmroute.probes.evaluation import (auroc, delta_auc, hybrid_curve, leave_one_dataset_out,
-                                       parse_perturbations, perturb_table, plot_hybrid, plot_roc,
-                                       reference_curves)
+from mmroute.probes.evaluation import (
+    auroc,
+    delta_auc,
+    hybrid_curve,
+    leave_one_dataset_out,
+    parse_perturbations,
+    perturb_table,
+    plot_hybrid,
+    plot_roc,
+    reference_curves,
+)
 from mmroute.probes.train import HEADS, ProbeInputs, ProbeRouter, ProbeTrainConfig
 
 __all__ = ["ProbeExperiment", "run_probe_experiment", "select_rows"]

@@ -44,8 +44,8 @@ def register_run(run_id: str, model_name: str, *, metric: str = DEFAULT_METRIC, 
 def default_eval_table(model_name: str, version: str | None, to: str, *, client: Any = None) -> str:
     """The evaluation table a promotion of ``version`` (None: the one ``to`` means) scores on by
     default: the candidate's source run artifact ``eval/eval_table.npz``, as a ``runs:/`` URI."""
-    from mmroute.registry.versions import get_client
     from mmroute.registry.stages import resolve_version
+    from mmroute.registry.versions import get_client
     from mmroute.tracking.record import EVAL_TABLE, artifact_uri
 
     client = get_client(client)

@@ -13,17 +13,17 @@ import time
 from typing import Any
 
 from mmroute.pipeline.config import PipelineConfig, check_router_options, expand_routers
-from mmroute.tracking import record
-from mmroute.vocabulary import selection_metric
 from mmroute.pipeline.data import Prepared, data_params, dataset_tag, embed, load, prepare, rows_by_id, write_table
 from mmroute.pipeline.routers import (
     RouterRun,
-    log_pareto_plots,
     load_logged_router,
     log_context,
     log_feature_pipeline,
+    log_pareto_plots,
     train_in_active_run,
 )
+from mmroute.tracking import record
+from mmroute.vocabulary import selection_metric
 
 __all__ = ["run_prepare", "run_train", "run_sweep", "run_main", "run_evaluate"]
 

@@ -18,8 +18,9 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["route_spark", "route_in_process", "run_replay", "embed_spark", "ROUTE_PARTITION"]
 

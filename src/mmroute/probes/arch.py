@@ -56,19 +56,19 @@ class LayerStack:
     def n_layers(self) -> int:
         return len(self.layers)
 
-    def layer(self, l: int) -> nn.Module:
-        """Transformer layer ``l`` (1-based, ``hidden_states[l]`` is its output)."""
-        check_layer_index(l, self.n_layers)
-        return self.layers[l - 1]
+    def layer(self, index: int) -> nn.Module:
+        """Transformer layer ``index`` (1-based, ``hidden_states[index]`` is its output)."""
+        check_layer_index(index, self.n_layers)
+        return self.layers[index - 1]
 
-    def takes_position_embeddings(self, l: int) -> bool:
-        return "position_embeddings" in inspect.signature(self.layer(l).forward).parameters
+    def takes_position_embeddings(self, index: int) -> bool:
+        return "position_embeddings" in inspect.signature(self.layer(index).forward).parameters
 
 
-def check_layer_index(l: int, n_layers: int) -> None:
-    if not isinstance(l, int) or isinstance(l, bool) or not 1 <= l <= n_layers:
+def check_layer_index(index: int, n_layers: int) -> None:
+    if not isinstance(index, int) or isinstance(index, bool) or not 1 <= index <= n_layers:
         raise ValueError(f"layer must be an int in 1..{n_layers} (hidden_states index of the layer "
-                         f"output; the backbone has {n_layers} layers), got {l!r}")
+                         f"output; the backbone has {n_layers} layers), got {index!r}")
 
 
 def find_layer_stack(model: nn.Module) -> LayerStack:

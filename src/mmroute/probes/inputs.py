@@ -10,7 +10,8 @@ padded keys are masked), so cached states do not depend on how instances were ba
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset

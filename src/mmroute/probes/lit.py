@@ -8,7 +8,6 @@ Each module is thin: the network is a plain ``nn.Module`` from :mod:`mmroute.pro
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import lightning as L
 import numpy as np

@@ -128,7 +128,7 @@ class LayerReplay(nn.Module):
 
     @classmethod
     def from_model(cls, model: nn.Module, layer: int, *, lora: LoraSpec | None = None,
-                   attn_implementation: str | None = None) -> "LayerReplay":
+                   attn_implementation: str | None = None) -> LayerReplay:
         """Copy layer ``layer`` (1-based) of ``model`` (frozen), optionally adding a LoRA adapter.
 
         ``attn_implementation`` overrides the copy's attention kernel ("eager" for ONNX export);

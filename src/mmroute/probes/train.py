@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class ProbeInputs:
     cache: HiddenStateCache | None = None
     embeddings: np.ndarray | None = None
 
-    def subset(self, rows: Sequence[int] | np.ndarray) -> "ProbeInputs":
+    def subset(self, rows: Sequence[int] | np.ndarray) -> ProbeInputs:
         rows = np.asarray(rows, dtype=np.int64)
         return ProbeInputs([self.ids[r] for r in rows], self.cache,
                            None if self.embeddings is None else np.asarray(self.embeddings)[rows])
@@ -174,7 +175,7 @@ class ProbeRouter:
 
     # ------------------------------------------------------------------- API
     def fit(self, inputs: ProbeInputs, labels: np.ndarray, *, backbone: nn.Module | None = None,
-            logger: Any = None) -> "ProbeRouter":
+            logger: Any = None) -> ProbeRouter:
         """Train on ``inputs`` with binary ``labels`` (n,) (1 = the small model answered correctly).
 
         ``backbone`` (``relope`` only): the model whose layer l is replayed; ``logger``: a Lightning

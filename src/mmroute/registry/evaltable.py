@@ -19,9 +19,10 @@ import base64
 import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -196,7 +197,10 @@ def load_eval_table(source: str | Path) -> EvalTable:
         if missing or not ({"fused", "question_bytes"} & set(data.files)):
             raise ValueError(f"{path} is not an evaluation table: missing arrays "
                              f"{missing or ['fused or question_bytes']}")
-        get = (lambda k: data[k] if k in data.files else None)
+
+        def get(k: str) -> np.ndarray | None:
+            return data[k] if k in data.files else None
+
         features = None
         if "fused" in data.files:
             features = Features(fused=data["fused"], text=get("text"), image=get("image"),

@@ -71,7 +71,7 @@ class RegistryLock:
         self.held = False
 
     # ------------------------------------------------------------ protocol
-    def __enter__(self) -> "RegistryLock":
+    def __enter__(self) -> RegistryLock:
         self.acquire()
         return self
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["ReplayLog", "REPLAY_METRICS", "replay_summary", "replay_score", "realised_outcomes"]
 

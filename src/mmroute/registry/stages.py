@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from mmroute.registry.lock import PromotionBusy, RegistryLock
 from mmroute.registry.versions import DEFAULT_METRIC, get_client, register_best
@@ -302,7 +303,9 @@ def _promote_locked(client: Any, lock: RegistryLock, model_name: str, version: s
 
 
 def _gate_text(gate: dict[str, Any]) -> str:
-    fmt = (lambda v: "none" if v is None else f"{v:.6g}")
+    def fmt(v: float | None) -> str:
+        return "none" if v is None else f"{v:.6g}"
+
     return (f"{gate['metric']}: candidate {fmt(gate['candidate'])}, production {fmt(gate['production'])}, "
             f"delta {fmt(gate['delta'])}, min_delta {gate['min_delta']:g}, rows {gate['n_rows']}")
 

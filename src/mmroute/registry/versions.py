@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mmroute.tracking import record
 from mmroute.vocabulary import DEFAULT_METRIC, selection_metric

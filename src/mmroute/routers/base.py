@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -146,7 +147,7 @@ class Router(ABC):
     # ------------------------------------------------------------------ API
     def fit(self, features: Features, correct: np.ndarray, cost: np.ndarray, *,
             val_features: Features | None = None, val_correct: np.ndarray | None = None,
-            val_cost: np.ndarray | None = None) -> "Router":
+            val_cost: np.ndarray | None = None) -> Router:
         """Fit on training rows.
 
         Parameters
@@ -214,7 +215,7 @@ class Router(ABC):
 
     def cross_val_predict(self, features: Features, correct: np.ndarray, cost: np.ndarray,
                           folds: list[tuple[np.ndarray, np.ndarray]]
-                          ) -> tuple[np.ndarray, np.ndarray, "Router | None"]:
+                          ) -> tuple[np.ndarray, np.ndarray, Router | None]:
         """Out-of-fold predictions of the rows given: for each ``(train, held_out)`` index pair in
         ``folds``, a copy of this router's configuration fitted on ``train`` predicts ``held_out``.
 

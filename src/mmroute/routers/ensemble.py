@@ -9,8 +9,9 @@ either. Everything the blend learns comes from the training rows:
    leave-one-out Brier over ``ks``);
 2. out-of-fold predictions of every member on the training rows (``n_folds``-fold, seeded;
    a member exposing ``selected_options()`` is refitted in the folds with the hyper-parameters
-   it selected on all training rows, e.g. ``knn``'s ``k``) give the blend weights: non-negative, summing to one, minimising the squared error over the
-   observed outcomes (performance) and costs (cost), separately;
+   it selected on all training rows, e.g. ``knn``'s ``k``) give the blend weights: non-negative,
+   summing to one, minimising the squared error over the observed outcomes (performance) and costs
+   (cost), separately;
 3. prediction is the weighted sum of the members fitted on all training rows.
 """
 
@@ -24,8 +25,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mmroute.features.types import Features
 from mmroute.constraints import InstanceOf, Integral, Interval, SequenceOf
+from mmroute.features.types import Features
 from mmroute.routers.base import NotExportableError, Router, RouterConfig, create_router, list_routers, router_class
 from mmroute.routers.regression import RIDGE_CONSTRAINTS
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from mmroute.features.types import Features
 from mmroute.constraints import Integral, Interval, Options, Real, SequenceOf
+from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
 __all__ = ["RandomConfig", "RandomRouter", "OracleConfig", "OracleRouter", "KNNConfig", "KNNRouter",
@@ -369,7 +370,8 @@ def _smallest_stable(key: np.ndarray, k: int) -> np.ndarray:
 class KMeansConfig(RouterConfig):
     """Per-cluster mean outcomes and costs of ``n_clusters`` k-means clusters (seeded by ``seed``)."""
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"n_clusters": [Interval(Integral, 1, None, closed="left")]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")]}
 
     n_clusters: int = 20
 

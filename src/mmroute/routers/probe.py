@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -72,11 +73,11 @@ class ProbeFeatures(Features):
             raise ValueError("ProbeFeatures needs the HiddenStateCache its ids refer to")
 
     @classmethod
-    def from_cache(cls, cache: Any, ids: Sequence[str], backbone: Any = None) -> "ProbeFeatures":
+    def from_cache(cls, cache: Any, ids: Sequence[str], backbone: Any = None) -> ProbeFeatures:
         ids = [str(i) for i in ids]
         return cls(fused=cache.last_states(ids), ids=tuple(ids), cache=cache, backbone=backbone)
 
-    def subset(self, rows: np.ndarray) -> "ProbeFeatures":
+    def subset(self, rows: np.ndarray) -> ProbeFeatures:
         rows = np.asarray(rows)
         return ProbeFeatures(fused=self.fused[rows], ids=tuple(np.asarray(self.ids, dtype=object)[rows]),
                              cache=self.cache, backbone=self.backbone)

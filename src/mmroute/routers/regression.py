@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
-
-from mmroute.features.types import Features
-from pathlib import Path
 
 from mmroute.constraints import Integral, Interval, Real, SequenceOf
 from mmroute.routers.base import Router, RouterConfig

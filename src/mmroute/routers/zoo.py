@@ -11,7 +11,6 @@ from mmroute.routers.auto import AutoRouter
 from mmroute.routers.base import Router
 from mmroute.routers.ensemble import EnsembleRouter
 from mmroute.routers.neural import CMRRouter, FusionMFRouter, MLPMFRouter, MLPRouter
-from mmroute.routers.probe import AttentionProbeRouter, MLPProbeRouter, ReLopeRouter
 from mmroute.routers.nonparametric import (
     KMeansAdaptiveRouter,
     KMeansRouter,
@@ -19,6 +18,7 @@ from mmroute.routers.nonparametric import (
     OracleRouter,
     RandomRouter,
 )
+from mmroute.routers.probe import AttentionProbeRouter, MLPProbeRouter, ReLopeRouter
 from mmroute.routers.regression import LinearMFRouter, LinearRouter
 
 __all__ = ["BUILTIN_ROUTERS"]

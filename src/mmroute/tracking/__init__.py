@@ -47,6 +47,7 @@ __all__ = [
     "TrackingLocation", "TrackingUnavailableError", "bind_lightning_logger", "check_tracking_uri",
     "comparison_frame", "curve_readout", "eval_metrics", "finite_metrics", "flatten_params",
     "git_commit", "log_comparison", "log_curves", "log_metrics", "log_params", "log_split_ids",
-    "log_table_input", "mark_stopped_runs", "metric_key", "pick_best", "prepare_store", "resolve_tracking_uri", "run_logger", "run_tags",
+    "log_table_input", "mark_stopped_runs", "metric_key", "pick_best", "prepare_store", "resolve_tracking_uri",
+    "run_logger", "run_tags",
     "setup_tracking", "start_run", "stop_on_signals", "Stopped", "table_frame", "unbind_lightning_logger",
 ]

@@ -20,8 +20,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 __all__ = ["HOST_TAG", "PID_TAG", "START_TAG", "Stopped", "process_tags", "start_run", "opened_runs",
            "stop_on_signals", "release_interrupted", "mark_stopped_runs", "OrphanedRun", "find_orphaned_runs",

@@ -19,8 +19,8 @@ those models (cached per subset), so targets hold for the models that are up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -199,7 +199,7 @@ class Calibration:
                                 fallback=np.asarray(self.fallback), n_points=np.asarray(self.n_points))
 
     @classmethod
-    def load(cls, path) -> "Calibration":
+    def load(cls, path) -> Calibration:
         with np.load(path, allow_pickle=False) as data:
             return cls(perf_pred=data["perf_pred"], cost_pred=data["cost_pred"], correct=data["correct"],
                        cost=data["cost"], models=tuple(str(m) for m in data["models"]),

@@ -18,7 +18,8 @@ from mmroute.constraints import InstanceOf, Integral, Interval, Options, Real, S
 from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
-__all__ = ["NeuralRouterConfig", "NeuralRouter", "PRECISIONS", "ACCELERATORS", "STRATEGIES", "MONITORS", "WIDTHS", "POSITIVE"]
+__all__ = ["NeuralRouterConfig", "NeuralRouter", "PRECISIONS", "ACCELERATORS", "STRATEGIES", "MONITORS", "WIDTHS",
+           "POSITIVE"]
 
 log = logging.getLogger(__name__)
 

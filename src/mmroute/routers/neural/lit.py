@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import tempfile
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -47,7 +48,7 @@ class TrainArrays:
     z: np.ndarray
     z_mask: np.ndarray
 
-    def subset(self, rows: np.ndarray) -> "TrainArrays":
+    def subset(self, rows: np.ndarray) -> TrainArrays:
         return TrainArrays(*(a[rows] for a in (self.x, self.y, self.y_mask, self.z, self.z_mask)))
 
     def dataset(self) -> "RowBatches":
