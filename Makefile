@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --dist loadfile
 EXPERIMENT ?= mmroute
 
-.PHONY: install java chromium run test bench clean server server-stop
+.PHONY: install java chromium lint run test bench clean server server-stop
 
 install: $(VENV)/.installed
 
@@ -35,7 +35,15 @@ run: install
 	$(BIN)/python -c "from mmroute.tracking import setup_tracking; setup_tracking('$(EXPERIMENT)')"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name $(EXPERIMENT)
 
-test: install java
+# Static checks: ruff (pycodestyle, pyflakes, import order, bugbear, pyupgrade) and mypy (strict on the
+# router contract, evaluation and the containers they exchange; see [tool.mypy] in pyproject.toml).
+LINT_PATHS := src tests bench registry_scripts scripts
+
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
+
+test: install java lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A throwaway team server on loopback (PostgreSQL + mlflow server): prints the env lines to use it.

@@ -11,10 +11,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmroute.cli._types import add_image_access
 from mmroute.vocabulary import IMAGE_POLICIES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmroute.data.table import TableSummary
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,7 +45,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def format_summary(summary: dict[str, Any], missing_per_model: dict[str, int]) -> str:
+def format_summary(summary: TableSummary, missing_per_model: dict[str, int]) -> str:
     """Human-readable table summary: counts, datasets, missing outcomes, per-model accuracy and cost."""
     lines = [f"{summary['source']}: {summary['n_instances']} instances x {summary['n_models']} models",
              f"instances with an image: {summary['n_with_image']}"]

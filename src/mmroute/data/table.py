@@ -12,14 +12,30 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
-__all__ = ["OutcomeTable"]
+from mmroute.arrays import ArrayLike, BoolArray, FloatArray, GenericArray, ObjectArray
+
+__all__ = ["OutcomeTable", "TableSummary"]
 
 
-def _as_str_array(values: Sequence[Any] | np.ndarray, n: int, what: str) -> np.ndarray:
+class TableSummary(TypedDict):
+    """What :meth:`OutcomeTable.summary` returns."""
+
+    source: str
+    n_instances: int
+    n_models: int
+    n_with_image: int
+    datasets: dict[str, int]
+    missing_outcomes: int
+    model_accuracy: dict[str, float | None]
+    model_mean_cost: dict[str, float | None]
+    models_without_outcomes: list[str]
+
+
+def _as_str_array(values: ArrayLike | Sequence[object], n: int, what: str) -> ObjectArray:
     arr = np.asarray(values, dtype=object)
     if arr.shape != (n,):
         raise ValueError(f"{what} must have shape ({n},), got {arr.shape}")
@@ -54,16 +70,16 @@ class OutcomeTable:
         Free-form metadata carried along (split column values, answers, categories...).
     """
 
-    ids: np.ndarray
-    datasets: np.ndarray
-    questions: np.ndarray
+    ids: ObjectArray
+    datasets: ObjectArray
+    questions: ObjectArray
     models: tuple[str, ...]
-    correct: np.ndarray
-    cost: np.ndarray
-    image_paths: np.ndarray | None = None
-    contexts: np.ndarray | None = None
+    correct: FloatArray
+    cost: FloatArray
+    image_paths: ObjectArray | None = None
+    contexts: ObjectArray | None = None
     source: str = "<memory>"
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, GenericArray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         correct = np.asarray(self.correct, dtype=np.float64)
@@ -103,7 +119,7 @@ class OutcomeTable:
         return self.n_instances
 
     @property
-    def has_images(self) -> np.ndarray:
+    def has_images(self) -> BoolArray:
         """Boolean mask of shape (n_instances,): which instances have an image."""
         if self.image_paths is None:
             return np.zeros(self.n_instances, dtype=bool)
@@ -126,11 +142,11 @@ class OutcomeTable:
 
     # ------------------------------------------------------------- outcomes
     @property
-    def missing(self) -> np.ndarray:
+    def missing(self) -> BoolArray:
         """Boolean mask (n_instances, n_models): outcome or cost missing."""
         return np.isnan(self.correct) | np.isnan(self.cost)
 
-    def filled(self) -> tuple[np.ndarray, np.ndarray]:
+    def filled(self) -> tuple[FloatArray, FloatArray]:
         """``(correct, cost)`` with missing entries replaced by each model's column mean.
 
         This is what the MMR-Bench reference does before evaluating; training uses masks instead.
@@ -141,7 +157,7 @@ class OutcomeTable:
         return fill_missing(self.correct, self.cost)
 
     # -------------------------------------------------------------- slicing
-    def subset(self, rows: np.ndarray | Sequence[int]) -> OutcomeTable:
+    def subset(self, rows: ArrayLike) -> OutcomeTable:
         """A new table restricted to ``rows`` (integer indices or a boolean mask)."""
         idx = np.asarray(rows)
         if idx.dtype == bool:
@@ -187,7 +203,7 @@ class OutcomeTable:
         h.update(np.ascontiguousarray(self.cost).tobytes())
         return h.hexdigest()[:16]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> TableSummary:
         """Counts and per-model means over observed outcomes, for reports and logging.
 
         A model with no outcome at all has accuracy and mean cost None (not a made-up 0), and is
@@ -195,7 +211,7 @@ class OutcomeTable:
         """
         observed = ~self.missing
 
-        def mean(values: np.ndarray, j: int) -> float | None:
+        def mean(values: FloatArray, j: int) -> float | None:
             rows = observed[:, j]
             return float(values[rows, j].mean()) if rows.any() else None
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, FloatArray
+
 __all__ = ["check_predictions", "check_outcomes"]
 
 
-def _as_2d(name: str, a: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+def _as_2d(name: str, a: ArrayLike, shape: tuple[int, ...] | None) -> FloatArray:
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_instances, n_models), got shape {arr.shape}")
@@ -18,7 +20,7 @@ def _as_2d(name: str, a: np.ndarray, shape: tuple[int, int] | None) -> np.ndarra
     return arr
 
 
-def _require_finite(name: str, arr: np.ndarray, hint: str) -> None:
+def _require_finite(name: str, arr: FloatArray, hint: str) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         rows, cols = np.nonzero(bad)
@@ -27,7 +29,7 @@ def _require_finite(name: str, arr: np.ndarray, hint: str) -> None:
                          f"{hint}")
 
 
-def check_predictions(perf_pred: np.ndarray, cost_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_predictions(perf_pred: ArrayLike, cost_pred: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Float64 copies of the predictions; both (n, M), finite."""
     perf = _as_2d("perf_pred", perf_pred, None)
     cost = _as_2d("cost_pred", cost_pred, perf.shape)
@@ -37,8 +39,8 @@ def check_predictions(perf_pred: np.ndarray, cost_pred: np.ndarray) -> tuple[np.
     return perf, cost
 
 
-def check_outcomes(correct: np.ndarray, cost: np.ndarray, shape: tuple[int, int] | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def check_outcomes(correct: ArrayLike, cost: ArrayLike, shape: tuple[int, ...] | None = None,
+                   ) -> tuple[FloatArray, FloatArray]:
     """Float64 actual outcomes (n, M) with no missing values.
 
     The sweeps need every outcome; fill missing ones first (``evaluate_predictions`` and

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, FloatArray
 from mmroute.evaluation._checks import check_outcomes
 from mmroute.evaluation.metrics import curve_metrics
 
@@ -36,7 +37,7 @@ __all__ = ["fill_missing", "SinglePoints", "single_model_points", "oracle_predic
 ORACLE_CONVENTIONS = ("reference", "cheapest")
 
 
-def _fill_col_mean(a: np.ndarray) -> np.ndarray:
+def _fill_col_mean(a: FloatArray) -> FloatArray:
     out = np.array(a, dtype=np.float64, copy=True)
     nan = np.isnan(out)
     if nan.any():
@@ -49,7 +50,7 @@ def _fill_col_mean(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def fill_missing(correct: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fill_missing(correct: ArrayLike, cost: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Copies of ``correct`` and ``cost`` (n, M) with NaNs replaced by each column's mean."""
     corr = np.asarray(correct, dtype=np.float64)
     cst = np.asarray(cost, dtype=np.float64)
@@ -71,8 +72,8 @@ class SinglePoints:
     models : tuple of str or None
     """
 
-    acc: np.ndarray
-    cost: np.ndarray
+    acc: FloatArray
+    cost: FloatArray
     best_index: int
     models: tuple[str, ...] | None = None
 
@@ -92,13 +93,13 @@ class SinglePoints:
     def name(self, j: int) -> str:
         return self.models[j] if self.models is not None else f"model_{j}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, list[str] | list[float] | int | str]:
         return {"models": [self.name(j) for j in range(self.acc.size)],
                 "acc": self.acc.tolist(), "cost": self.cost.tolist(),
                 "best_index": self.best_index, "best_model": self.name(self.best_index)}
 
 
-def single_model_points(correct: np.ndarray, cost: np.ndarray, *,
+def single_model_points(correct: ArrayLike, cost: ArrayLike, *,
                         models: Sequence[str] | None = None) -> SinglePoints:
     """Per-model mean accuracy and cost over the given rows (NaNs ignored = column-mean fill).
 
@@ -118,8 +119,8 @@ def single_model_points(correct: np.ndarray, cost: np.ndarray, *,
                         models=None if models is None else tuple(map(str, models)))
 
 
-def oracle_predictions(correct: np.ndarray, cost: np.ndarray, *, convention: str = "reference",
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def oracle_predictions(correct: ArrayLike, cost: ArrayLike, *, convention: str = "reference",
+                       ) -> tuple[FloatArray, FloatArray]:
     """Oracle ``(perf_pred, cost_pred)`` of shape (n, M) built from the actual outcomes.
 
     ``"cheapest"`` subtracts from the correctness a tie-breaker smaller than half the smallest
@@ -143,7 +144,7 @@ def oracle_predictions(correct: np.ndarray, cost: np.ndarray, *, convention: str
     return corr - (gap / 2.0) * rank / m, cst.copy()
 
 
-def oracle_point(correct: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
+def oracle_point(correct: ArrayLike, cost: ArrayLike) -> tuple[float, float]:
     """(mean cost, mean accuracy) when each instance takes its most correct, then cheapest model."""
     corr, cst = check_outcomes(correct, cost)
     pick = np.lexsort((np.broadcast_to(np.arange(corr.shape[1]), corr.shape), cst, -corr), axis=1)[:, 0]
@@ -151,8 +152,8 @@ def oracle_point(correct: np.ndarray, cost: np.ndarray) -> tuple[float, float]:
     return float(cst[rows, pick].mean()), float(corr[rows, pick].mean())
 
 
-def oracle_metrics(correct: np.ndarray, cost: np.ndarray, *, rule: str = "budget",
-                   convention: str = "reference") -> dict:
+def oracle_metrics(correct: ArrayLike, cost: ArrayLike, *, rule: str = "budget",
+                   convention: str = "reference") -> dict[str, float]:
     """The oracle's point and curve metrics on these rows.
 
     Parameters
@@ -178,7 +179,7 @@ def oracle_metrics(correct: np.ndarray, cost: np.ndarray, *, rule: str = "budget
     return out
 
 
-def random_metrics(correct: np.ndarray, cost: np.ndarray, *, seed: int = 0, n_trials: int = 50) -> dict:
+def random_metrics(correct: ArrayLike, cost: ArrayLike, *, seed: int = 0, n_trials: int = 50) -> dict[str, float]:
     """Random routing: expected point and the metrics of ``n_trials`` seeded random assignments.
 
     Returns

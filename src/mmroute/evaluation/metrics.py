@@ -21,18 +21,20 @@ import math
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, BoolArray, FloatArray
+
 __all__ = ["QNC_TOLERANCE", "pareto_frontier", "pareto_mask", "frontier_auc", "fixed_range_auc",
            "curve_metrics"]
 
 QNC_TOLERANCE = 1e-12
 
 
-def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+def _trapezoid(y: FloatArray, x: FloatArray) -> float:
     # np.trapezoid only exists from numpy 2.0 and np.trapz is gone in 2.4; pyproject allows 1.26.
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2.0)
 
 
-def _curve_arrays(costs: np.ndarray, accs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _curve_arrays(costs: ArrayLike, accs: ArrayLike) -> tuple[FloatArray, FloatArray]:
     c = np.asarray(costs, dtype=np.float64).ravel()
     a = np.asarray(accs, dtype=np.float64).ravel()
     if c.shape != a.shape:
@@ -40,7 +42,7 @@ def _curve_arrays(costs: np.ndarray, accs: np.ndarray) -> tuple[np.ndarray, np.n
     return c, a
 
 
-def pareto_frontier(costs: np.ndarray, accs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pareto_frontier(costs: ArrayLike, accs: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """The cost-accuracy Pareto frontier of curve points.
 
     Parameters
@@ -59,7 +61,7 @@ def pareto_frontier(costs: np.ndarray, accs: np.ndarray) -> tuple[np.ndarray, np
     return c[mask][order], a[mask][order]
 
 
-def pareto_mask(costs: np.ndarray, accs: np.ndarray) -> np.ndarray:
+def pareto_mask(costs: ArrayLike, accs: ArrayLike) -> BoolArray:
     """Boolean mask of shape (T,): which curve points are on the frontier.
 
     Of exactly duplicated points only the first (in the sort order) is marked.
@@ -78,7 +80,7 @@ def pareto_mask(costs: np.ndarray, accs: np.ndarray) -> np.ndarray:
     return mask
 
 
-def frontier_auc(front_costs: np.ndarray, front_accs: np.ndarray) -> float:
+def frontier_auc(front_costs: ArrayLike, front_accs: ArrayLike) -> float:
     """Trapezoid area under a frontier divided by its own cost span (nAUC); NaN if undefined."""
     c, a = _curve_arrays(front_costs, front_accs)
     if c.size < 2 or not c[-1] > c[0]:
@@ -86,7 +88,7 @@ def frontier_auc(front_costs: np.ndarray, front_accs: np.ndarray) -> float:
     return float(_trapezoid(a, c) / (c[-1] - c[0]))
 
 
-def fixed_range_auc(front_costs: np.ndarray, front_accs: np.ndarray, lo: float, hi: float) -> float:
+def fixed_range_auc(front_costs: ArrayLike, front_accs: ArrayLike, lo: float, hi: float) -> float:
     """Mean frontier accuracy over the cost range ``[lo, hi]``.
 
     The frontier is interpolated linearly between its points and extended flat beyond its ends
@@ -105,8 +107,8 @@ def fixed_range_auc(front_costs: np.ndarray, front_accs: np.ndarray, lo: float, 
     return float(_trapezoid(np.interp(xs, c, a), xs) / (hi - lo))
 
 
-def curve_metrics(costs: np.ndarray, accs: np.ndarray, *, best_single_acc: float,
-                  best_single_cost: float, cost_range: tuple[float, float] | None = None) -> dict:
+def curve_metrics(costs: ArrayLike, accs: ArrayLike, *, best_single_acc: float,
+                  best_single_cost: float, cost_range: tuple[float, float] | None = None) -> dict[str, float]:
     """nAUC, Ps, QNC, fixed-range AUC and frontier size of one curve.
 
     Parameters

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -24,8 +24,11 @@ __all__ = ["plot_cost_accuracy", "save_figure"]
 
 log = logging.getLogger(__name__)
 
+#: Single-model points to draw: a :class:`SinglePoints`, or name -> (mean cost, accuracy).
+Singles = SinglePoints | Mapping[str, tuple[float, float]]
 
-def _single_items(singles) -> list[tuple[str, float, float]]:
+
+def _single_items(singles: Singles | None) -> list[tuple[str, float, float]]:
     if singles is None:
         return []
     if isinstance(singles, SinglePoints):
@@ -37,7 +40,8 @@ def _single_items(singles) -> list[tuple[str, float, float]]:
                     f"got {type(singles).__name__}")
 
 
-def plot_cost_accuracy(results: Mapping[str, EvalResult], *, singles=None, oracle=None,
+def plot_cost_accuracy(results: Mapping[str, EvalResult], *, singles: Singles | None = None,
+                       oracle: EvalResult | tuple[float, float] | None = None,
                        title: str | None = None, show_curve: bool = True, log_cost: bool = False,
                        ) -> Figure:
     """Plot each result's frontier (steps) over its raw curve, plus single models and the oracle.
@@ -68,8 +72,9 @@ def plot_cost_accuracy(results: Mapping[str, EvalResult], *, singles=None, oracl
             ax.scatter(res.curve_cost, res.curve_acc, s=4, alpha=0.25, color=line.get_color(),
                        linewidths=0)
     if oracle is not None:
-        if hasattr(oracle, "frontier_cost"):
-            ax.plot(oracle.frontier_cost, oracle.frontier_acc, drawstyle="steps-post", ls="--",
+        if hasattr(oracle, "frontier_cost"):  # an EvalResult, or anything shaped like one
+            front = cast("EvalResult", oracle)
+            ax.plot(front.frontier_cost, front.frontier_acc, drawstyle="steps-post", ls="--",
                     color="black", label="oracle")
         else:
             ax.scatter([oracle[0]], [oracle[1]], marker="*", s=140, color="black", label="oracle",

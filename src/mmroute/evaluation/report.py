@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, TypedDict, TypeVar, overload
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, FloatArray
 from mmroute.evaluation.baselines import (
     SinglePoints,
     fill_missing,
@@ -36,12 +37,18 @@ from mmroute.evaluation.sweep import SweepCurve, budget_sweep
 from mmroute.evaluation.tradeoff import tradeoff_sweep
 from mmroute.vocabulary import RULES
 
-__all__ = ["RULES", "EvalResult", "sweep_rule", "evaluate_predictions", "json_safe"]
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
+__all__ = ["RULES", "EvalResult", "SingleCostPoint", "JSONValue", "sweep_rule", "evaluate_predictions", "json_safe"]
 
+#: What :func:`json_safe` returns: JSON's value types, nested.
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+K = TypeVar("K")
+V = TypeVar("V")
 
-def sweep_rule(rule: str, perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray,
-               cost: np.ndarray, *, fallback: str = "first") -> SweepCurve:
+def sweep_rule(rule: str, perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike,
+               cost: ArrayLike, *, fallback: str = "first") -> SweepCurve:
     """Dispatch to :func:`budget_sweep` or :func:`tradeoff_sweep` by rule name."""
     if rule == "budget":
         return budget_sweep(perf_pred, cost_pred, correct, cost, fallback=fallback)
@@ -50,10 +57,22 @@ def sweep_rule(rule: str, perf_pred: np.ndarray, cost_pred: np.ndarray, correct:
     raise ValueError(f"rule={rule!r} is not one of {RULES}")
 
 
-def json_safe(x: Any) -> Any:
-    """Recursively convert to JSON-safe values: numpy -> Python, +-inf -> "inf"/"-inf", NaN -> None."""
+@overload
+def json_safe(x: dict[K, V]) -> dict[str, JSONValue]: ...
+
+
+@overload
+def json_safe(x: object) -> JSONValue: ...
+
+
+def json_safe(x: object) -> JSONValue:
+    """Recursively convert to JSON-safe values: numpy -> Python, +-inf -> "inf"/"-inf", NaN -> None.
+
+    Dicts, lists, tuples and arrays are converted item by item (dict keys become ``str``), numpy
+    scalars become Python ones; anything else is returned as it is (``str`` and ``None`` are JSON
+    already; other objects are left for the caller's encoder)."""
     if isinstance(x, dict):
-        return {str(k): json_safe(v) for k, v in x.items()}
+        return _json_dict(x)
     if isinstance(x, (list, tuple)):
         return [json_safe(v) for v in x]
     if isinstance(x, np.ndarray):
@@ -69,7 +88,20 @@ def json_safe(x: Any) -> Any:
         if math.isinf(f):
             return "inf" if f > 0 else "-inf"
         return f
-    return x
+    return x  # type: ignore[return-value]  # str/None, or an object left to the caller's encoder
+
+
+def _json_dict(d: dict[K, V]) -> dict[str, JSONValue]:
+    return {str(k): json_safe(v) for k, v in d.items()}
+
+
+class SingleCostPoint(TypedDict):
+    """One entry of :attr:`EvalResult.at_single_costs`."""
+
+    model: str
+    budget: float
+    router_acc: float
+    single_acc: float
 
 
 @dataclass
@@ -85,24 +117,24 @@ class EvalResult:
     frontier_cost, frontier_acc : ndarray of shape (K,)
     per_dataset : dict of dataset name -> metrics dict (same keys as ``metrics``)
     singles : SinglePoints of these rows
-    at_single_costs : list of dict (model, budget, router_acc, single_acc)
+    at_single_costs : list of SingleCostPoint dicts (model, budget, router_acc, single_acc)
     """
 
     rule: str
     metrics: dict[str, float]
-    curve_threshold: np.ndarray
-    curve_cost: np.ndarray
-    curve_acc: np.ndarray
-    frontier_cost: np.ndarray
-    frontier_acc: np.ndarray
+    curve_threshold: FloatArray
+    curve_cost: FloatArray
+    curve_acc: FloatArray
+    frontier_cost: FloatArray
+    frontier_acc: FloatArray
     singles: SinglePoints
-    at_single_costs: list[dict[str, Any]] = field(default_factory=list)
+    at_single_costs: list[SingleCostPoint] = field(default_factory=list)
     per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
     fallback: str = "first"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         """JSON-safe dict: +-inf become the strings "inf"/"-inf", NaN becomes null."""
-        return json_safe({
+        return _json_dict({
             "rule": self.rule, "fallback": self.fallback, "metrics": self.metrics,
             "curve": {"threshold": self.curve_threshold, "cost": self.curve_cost, "acc": self.curve_acc},
             "frontier": {"cost": self.frontier_cost, "acc": self.frontier_acc},
@@ -110,23 +142,24 @@ class EvalResult:
             "per_dataset": self.per_dataset,
         })
 
-    def curve_frame(self):
+    def curve_frame(self) -> pd.DataFrame:
         """pandas DataFrame (T rows): threshold, cost, acc, on_frontier — for CSV logging."""
         import pandas as pd
 
-        return pd.DataFrame({
+        frame: pd.DataFrame = pd.DataFrame({
             "threshold": self.curve_threshold, "cost": self.curve_cost, "acc": self.curve_acc,
             "on_frontier": pareto_mask(self.curve_cost, self.curve_acc),
         })
+        return frame
 
 
-def _best_acc_within(front_cost: np.ndarray, front_acc: np.ndarray, budget: float) -> float:
+def _best_acc_within(front_cost: FloatArray, front_acc: FloatArray, budget: float) -> float:
     ok = front_cost <= budget
     return float(front_acc[ok].max()) if ok.any() else math.nan
 
 
-def _metrics_for(curve: SweepCurve, correct: np.ndarray, cost: np.ndarray, rule: str,
-                 oracle_convention: str, singles: SinglePoints) -> tuple[dict, np.ndarray, np.ndarray]:
+def _metrics_for(curve: SweepCurve, correct: FloatArray, cost: FloatArray, rule: str,
+                 oracle_convention: str, singles: SinglePoints) -> tuple[dict[str, float], FloatArray, FloatArray]:
     fc, fa = pareto_frontier(curve.costs, curve.accs)
     lo, hi = singles.cost_range
     m = curve_metrics(curve.costs, curve.accs, best_single_acc=singles.best_acc,
@@ -146,9 +179,9 @@ def _metrics_for(curve: SweepCurve, correct: np.ndarray, cost: np.ndarray, rule:
     return m, fc, fa
 
 
-def evaluate_predictions(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray,
-                         cost: np.ndarray, *, rule: str = "budget",
-                         datasets: Sequence[str] | np.ndarray | None = None, fallback: str = "first",
+def evaluate_predictions(perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike,
+                         cost: ArrayLike, *, rule: str = "budget",
+                         datasets: ArrayLike | Sequence[str] | None = None, fallback: str = "first",
                          models: Sequence[str] | None = None,
                          oracle_convention: str = "reference") -> EvalResult:
     """Evaluate predictions against actual outcomes.
@@ -177,7 +210,7 @@ def evaluate_predictions(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: 
     curve = sweep_rule(rule, perf_pred, cost_pred, corr, cst, fallback=fallback)
     singles = single_model_points(corr, cst, models=models)
     metrics, fc, fa = _metrics_for(curve, corr, cst, rule, oracle_convention, singles)
-    at_costs = [{"model": singles.name(j), "budget": float(singles.cost[j]),
+    at_costs: list[SingleCostPoint] = [{"model": singles.name(j), "budget": float(singles.cost[j]),
                  "router_acc": _best_acc_within(fc, fa, float(singles.cost[j])),
                  "single_acc": float(singles.acc[j])} for j in range(singles.acc.size)]
 

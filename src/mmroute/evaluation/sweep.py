@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, FloatArray, IndexArray, IntArray
 from mmroute.evaluation._checks import check_outcomes, check_predictions
 from mmroute.vocabulary import DEFAULT_FALLBACK, FALLBACKS  # the reference's fallback; see the docstring
 
@@ -51,9 +52,9 @@ class SweepCurve:
         ``"budget"`` or ``"tradeoff"``.
     """
 
-    thresholds: np.ndarray
-    costs: np.ndarray
-    accs: np.ndarray
+    thresholds: FloatArray
+    costs: FloatArray
+    accs: FloatArray
     rule: str
 
     def __len__(self) -> int:
@@ -65,7 +66,7 @@ def _check_fallback(fallback: str) -> None:
         raise ValueError(f"fallback={fallback!r} is not one of {FALLBACKS}")
 
 
-def _prefix_best(perf_sorted: np.ndarray, idx_sorted: np.ndarray) -> np.ndarray:
+def _prefix_best(perf_sorted: FloatArray, idx_sorted: IndexArray) -> IntArray:
     """Per row, the running best model over the first j+1 sorted columns.
 
     Best = highest predicted performance, ties -> lowest model index (the reference's argmax),
@@ -85,8 +86,8 @@ def _prefix_best(perf_sorted: np.ndarray, idx_sorted: np.ndarray) -> np.ndarray:
     return best
 
 
-def budget_decisions(perf_pred: np.ndarray, cost_pred: np.ndarray, budget: float, *,
-                     fallback: str = "first") -> np.ndarray:
+def budget_decisions(perf_pred: ArrayLike, cost_pred: ArrayLike, budget: float, *,
+                     fallback: str = "first") -> IntArray:
     """The model each instance picks under one budget.
 
     Parameters
@@ -111,10 +112,11 @@ def budget_decisions(perf_pred: np.ndarray, cost_pred: np.ndarray, budget: float
         choice[none] = np.argmax(at_min[none], axis=1)
     elif none.any():
         choice[none] = 0
-    return choice.astype(np.int64)
+    out: IntArray = choice.astype(np.int64)
+    return out
 
 
-def budget_sweep(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray, cost: np.ndarray,
+def budget_sweep(perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike, cost: ArrayLike,
                  *, fallback: str = "first") -> SweepCurve:
     """The budget rule swept over every distinct predicted cost (see module docstring).
 
@@ -172,8 +174,8 @@ def budget_sweep(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarr
     )
 
 
-def cost_accuracy_curve(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray,
-                        cost: np.ndarray, *, fallback: str = "first") -> tuple[np.ndarray, np.ndarray]:
+def cost_accuracy_curve(perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike,
+                        cost: ArrayLike, *, fallback: str = "first") -> tuple[FloatArray, FloatArray]:
     """Mean actual cost and accuracy per budget threshold, in threshold order.
 
     Identical (up to float summation order, <= 1e-9) to the MMR-Bench reference loop over

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, BoolArray, FloatArray, IndexArray, IntArray
 from mmroute.evaluation._checks import check_outcomes, check_predictions
 from mmroute.evaluation.sweep import SweepCurve
 
 __all__ = ["tradeoff_decisions", "tradeoff_sweep", "tradeoff_curve"]
 
 
-def _lexi_argbest(primary: np.ndarray, secondary: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _lexi_argbest(primary: FloatArray, secondary: FloatArray, valid: BoolArray) -> IndexArray:
     """Per row, the column with the smallest ``primary``, then smallest ``secondary``, then index.
 
     Only ``valid`` entries count; rows need at least one valid entry. Shapes (n, M) -> (n,).
@@ -39,25 +40,31 @@ def _lexi_argbest(primary: np.ndarray, secondary: np.ndarray, valid: np.ndarray)
     at_min = valid & (p == p.min(axis=1, keepdims=True))
     s = np.where(at_min, secondary, np.inf)
     at_min &= s == s.min(axis=1, keepdims=True)
-    return np.argmax(at_min, axis=1)  # first True = lowest index
+    first: IndexArray = np.argmax(at_min, axis=1)  # first True = lowest index
+    return first
 
 
-def tradeoff_decisions(perf_pred: np.ndarray, cost_pred: np.ndarray, lam: float) -> np.ndarray:
+def tradeoff_decisions(perf_pred: ArrayLike, cost_pred: ArrayLike, lam: float) -> IntArray:
     """The model each instance picks at weight ``lam`` (ties -> lowest index). Shape (n,)."""
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lambda must be a finite number >= 0, got {lam!r}")
     perf, cost = check_predictions(perf_pred, cost_pred)
-    return np.argmax(perf - lam * cost, axis=1).astype(np.int64)
+    choice: IntArray = np.argmax(perf - lam * cost, axis=1).astype(np.int64)
+    return choice
 
 
-def _envelope_events(perf: np.ndarray, cost: np.ndarray):
+def _envelope_events(perf: FloatArray, cost: FloatArray
+                     ) -> tuple[IndexArray, IntArray, FloatArray, IntArray, IntArray]:
     """Walk each row's upper envelope. Returns (start choice (n,), rows, lambdas, old, new)."""
     n, m = perf.shape
     start = np.argmax(perf, axis=1)  # lambda = 0, ties -> lowest index
     # A cheaper model with the same performance crosses at lambda = 0 and is taken by the first
     # step of the walk, which yields the "just above 0" decision as an event at 0.
     cur = start.copy()
-    ev_rows, ev_lam, ev_old, ev_new = [], [], [], []
+    ev_rows: list[IndexArray] = []
+    ev_lam: list[FloatArray] = []
+    ev_old: list[IndexArray] = []
+    ev_new: list[IndexArray] = []
     active = np.arange(n)
     for _ in range(m - 1):
         c_cur = cost[active, cur[active]][:, None]
@@ -84,8 +91,8 @@ def _envelope_events(perf: np.ndarray, cost: np.ndarray):
             np.concatenate(ev_old), np.concatenate(ev_new))
 
 
-def tradeoff_sweep(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray,
-                   cost: np.ndarray) -> SweepCurve:
+def tradeoff_sweep(perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike,
+                   cost: ArrayLike) -> SweepCurve:
     """The trade-off rule swept over every ``lambda`` where a decision changes.
 
     Parameters
@@ -120,8 +127,8 @@ def tradeoff_sweep(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.nda
     return SweepCurve(thresholds=thresholds, costs=costs, accs=accs, rule="tradeoff")
 
 
-def tradeoff_curve(perf_pred: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray,
-                   cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tradeoff_curve(perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike,
+                   cost: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Mean actual cost and accuracy per trade-off point, ordered by lambda. Two arrays (T,)."""
     curve = tradeoff_sweep(perf_pred, cost_pred, correct, cost)
     return curve.costs, curve.accs

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike, BoolArray, Float32Array
+
 __all__ = ["Features"]
+
+A = TypeVar("A", Float32Array, BoolArray)
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,10 +30,10 @@ class Features:
         Which rows really have an image.
     """
 
-    fused: np.ndarray
-    text: np.ndarray | None = None
-    image: np.ndarray | None = None
-    image_mask: np.ndarray | None = None
+    fused: Float32Array
+    text: Float32Array | None = None
+    image: Float32Array | None = None
+    image_mask: BoolArray | None = None
 
     def __post_init__(self) -> None:
         fused = np.asarray(self.fused, dtype=np.float32)
@@ -50,10 +55,10 @@ class Features:
             object.__setattr__(self, "image_mask", mask)
 
     @classmethod
-    def from_array(cls, x: np.ndarray) -> Features:
+    def from_array(cls, x: ArrayLike) -> Features:
         """Features made of one precomputed matrix (used as fused and as the text modality)."""
-        x = np.asarray(x, dtype=np.float32)
-        return cls(fused=x, text=x)
+        arr = np.asarray(x, dtype=np.float32)
+        return cls(fused=arr, text=arr)
 
     def __len__(self) -> int:
         return int(self.fused.shape[0])
@@ -62,11 +67,12 @@ class Features:
     def n_features(self) -> int:
         return int(self.fused.shape[1])
 
-    def subset(self, rows: np.ndarray) -> Features:
-        rows = np.asarray(rows)
+    def subset(self, rows: ArrayLike) -> Features:
+        """The rows ``rows`` (integer indices or a boolean mask) of every array."""
+        idx = np.asarray(rows)
 
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[rows]
+        def pick(a: A | None) -> A | None:
+            return None if a is None else a[idx]
 
-        return Features(fused=self.fused[rows], text=pick(self.text), image=pick(self.image),
+        return Features(fused=self.fused[idx], text=pick(self.text), image=pick(self.image),
                         image_mask=pick(self.image_mask))

@@ -19,14 +19,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 
-from mmroute.constraints import Integral, Interval, Options, Real, Validated
+from mmroute.arrays import ArrayLike, Float32Array, FloatArray, IndexArray
+from mmroute.constraints import ConstraintSpec, Integral, Interval, Options, Real, Validated
 from mmroute.features.types import Features
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmroute.routers.guard import PerfGuard
 
 __all__ = [
     "Router",
@@ -67,7 +71,7 @@ class RouterConfig(Validated):
     model must earn.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+    _parameter_constraints: ClassVar[dict[str, list[ConstraintSpec]]] = {
         "seed": [Interval(Integral, 0, None, closed="left")],
         "guard": [Options(GUARDS)],
         "guard_folds": [Interval(Integral, 2, None, closed="left")],
@@ -79,7 +83,7 @@ class RouterConfig(Validated):
     guard_folds: int = 5
     guard_z: float = 1.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
 
@@ -126,7 +130,7 @@ class Router(ABC):
     #: Why a router that is not deployable has no export (used in error messages).
     not_deployable_reason: ClassVar[str] = "it declares no ONNX export (deployable = False)"
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if cls.needs_outcomes and (cls.deployable or cls.blendable):
             raise TypeError(f"{cls.__name__}: a router that reads the actual outcomes (needs_outcomes) "
@@ -134,7 +138,7 @@ class Router(ABC):
         if cls.deployable and cls.write_onnx is Router.write_onnx:
             raise TypeError(f"{cls.__name__} declares deployable = True but does not implement write_onnx")
 
-    def __init__(self, config: RouterConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: RouterConfig | None = None, **overrides: object) -> None:
         if config is None:
             config = self.config_class()
         elif not isinstance(config, self.config_class):
@@ -145,9 +149,9 @@ class Router(ABC):
         self.config = config
 
     # ------------------------------------------------------------------ API
-    def fit(self, features: Features, correct: np.ndarray, cost: np.ndarray, *,
-            val_features: Features | None = None, val_correct: np.ndarray | None = None,
-            val_cost: np.ndarray | None = None) -> Router:
+    def fit(self, features: Features, correct: ArrayLike, cost: ArrayLike, *,
+            val_features: Features | None = None, val_correct: ArrayLike | None = None,
+            val_cost: ArrayLike | None = None) -> Router:
         """Fit on training rows.
 
         Parameters
@@ -160,27 +164,27 @@ class Router(ABC):
         """
         if not isinstance(features, Features):
             raise TypeError(f"features must be mmroute.features.Features, got {type(features).__name__}")
-        correct = np.asarray(correct, dtype=np.float64)
-        cost = np.asarray(cost, dtype=np.float64)
+        corr = np.asarray(correct, dtype=np.float64)
+        cst = np.asarray(cost, dtype=np.float64)
         n = len(features)
-        if correct.ndim != 2 or correct.shape[0] != n:
-            raise ValueError(f"correct must have shape ({n}, n_models), got {correct.shape}")
-        if cost.shape != correct.shape:
-            raise ValueError(f"cost must have shape {correct.shape}, got {cost.shape}")
+        if corr.ndim != 2 or corr.shape[0] != n:
+            raise ValueError(f"correct must have shape ({n}, n_models), got {corr.shape}")
+        if cst.shape != corr.shape:
+            raise ValueError(f"cost must have shape {corr.shape}, got {cst.shape}")
         if n == 0:
             raise ValueError("cannot fit a router on 0 training rows")
-        self.n_models_ = correct.shape[1]
-        self.n_features_ = features.n_features
-        self.guard_ = None
+        self.n_models_: int = corr.shape[1]
+        self.n_features_: int = features.n_features
+        self.guard_: PerfGuard | None = None
         self.validation_: dict[str, dict[str, float]] = {}
-        self._fit(features, correct, cost, val_features=val_features,
+        self._fit(features, corr, cst, val_features=val_features,
                   val_correct=None if val_correct is None else np.asarray(val_correct, dtype=np.float64),
                   val_cost=None if val_cost is None else np.asarray(val_cost, dtype=np.float64))
         if self.config.guard == "oof" and not self.needs_outcomes:
-            self._fit_guard(features, correct, cost)
+            self._fit_guard(features, corr, cst)
         return self
 
-    def _fit_guard(self, features: Features, correct: np.ndarray, cost: np.ndarray) -> None:
+    def _fit_guard(self, features: Features, correct: FloatArray, cost: FloatArray) -> None:
         """Out-of-fold predictions of the training rows -> the guard and the validation scores."""
         from mmroute.routers.guard import fit_guard, oof_scores
 
@@ -189,11 +193,12 @@ class Router(ABC):
             return
         perf, pc = oof
         self.validation_raw_ = oof_scores(perf, pc, correct, cost)
-        self.guard_ = fit_guard(perf, pc, correct, cost, z=self.config.guard_z)
-        self.validation_ = oof_scores(self.guard_.apply(perf), pc, correct, cost)
+        guard = fit_guard(perf, pc, correct, cost, z=self.config.guard_z)
+        self.guard_ = guard
+        self.validation_ = oof_scores(guard.apply(perf), pc, correct, cost)
 
-    def _oof_predictions(self, features: Features, correct: np.ndarray, cost: np.ndarray
-                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _oof_predictions(self, features: Features, correct: FloatArray, cost: FloatArray
+                         ) -> tuple[FloatArray, FloatArray] | None:
         """``(perf, cost)`` (n_train, M) predicted for each training row by a copy of this router
         fitted without it (``guard_folds``-fold, seeded), or None when there are too few rows.
 
@@ -208,14 +213,16 @@ class Router(ABC):
         if n < 2 * folds:
             log.info("%s: %d training rows are too few for a %d-fold guard; no guard", self.name, n, folds)
             return None
-        copy = type(self)(dataclasses.replace(self.config, guard="off", **self.selected_options()))
+        # selected_options() holds values of this config's own fields, checked again by replace().
+        copy = type(self)(dataclasses.replace(self.config, guard="off",
+                                              **self.selected_options()))  # type: ignore[arg-type]
         split = list(KFold(n_splits=folds, shuffle=True, random_state=self.config.seed).split(np.arange(n)))
         perf, pc, _ = copy.cross_val_predict(features, correct, cost, split)
         return perf, pc
 
-    def cross_val_predict(self, features: Features, correct: np.ndarray, cost: np.ndarray,
-                          folds: list[tuple[np.ndarray, np.ndarray]]
-                          ) -> tuple[np.ndarray, np.ndarray, Router | None]:
+    def cross_val_predict(self, features: Features, correct: FloatArray, cost: FloatArray,
+                          folds: Sequence[tuple[IndexArray, IndexArray]]
+                          ) -> tuple[FloatArray, FloatArray, Router | None]:
         """Out-of-fold predictions of the rows given: for each ``(train, held_out)`` index pair in
         ``folds``, a copy of this router's configuration fitted on ``train`` predicts ``held_out``.
 
@@ -230,8 +237,8 @@ class Router(ABC):
             perf[va], pc[va] = member.predict(features.subset(va))
         return perf, pc, None
 
-    def predict(self, features: Features, *, correct: np.ndarray | None = None,
-                cost: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, features: Features, *, correct: FloatArray | None = None,
+                cost: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
         """Predict ``(perf, cost)``, each of shape (n_instances, n_models), float64."""
         self.check_fitted()
         if not isinstance(features, Features):
@@ -248,7 +255,7 @@ class Router(ABC):
             raise RuntimeError(f"{self.name}: predicted shapes {perf.shape}, {pc.shape}; expected {expected}")
         return perf, pc
 
-    def apply_guard(self, perf: np.ndarray) -> np.ndarray:
+    def apply_guard(self, perf: FloatArray) -> FloatArray:
         """``perf`` (n, M) through the fitted never-worse guard (identity when there is none).
 
         :meth:`predict` applies it; an :meth:`export_reference` override must apply it too, since
@@ -262,25 +269,25 @@ class Router(ABC):
 
     # ---------------------------------------------------------- to override
     @abstractmethod
-    def _fit(self, features: Features, correct: np.ndarray, cost: np.ndarray, *,
-             val_features: Features | None, val_correct: np.ndarray | None,
-             val_cost: np.ndarray | None) -> None: ...
+    def _fit(self, features: Features, correct: FloatArray, cost: FloatArray, *,
+             val_features: Features | None, val_correct: FloatArray | None,
+             val_cost: FloatArray | None) -> None: ...
 
     @abstractmethod
-    def _predict(self, features: Features, *, correct: np.ndarray | None,
-                 cost: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+    def _predict(self, features: Features, *, correct: FloatArray | None,
+                 cost: FloatArray | None) -> tuple[ArrayLike, ArrayLike]: ...
 
-    def get_params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, object]:
         """Flat config, for logging."""
         return self.config.to_dict()
 
-    def same_predictions_as(self, features: Features) -> "Router | None":
+    def same_predictions_as(self, features: Features) -> Router | None:
         """An unfitted router of another family that, fitted on the same rows of ``features``,
         predicts exactly what this one would (``kmeans_adaptive`` without an image modality is
         ``kmeans``), or None. ``auto`` cross-validates such a pair once. Default: None."""
         return None
 
-    def selected_options(self) -> dict[str, Any]:
+    def selected_options(self) -> dict[str, object]:
         """Config options that refit this router with the hyper-parameters it selected on its
         training rows (e.g. ``knn``'s leave-one-out ``k``); ensembles use them for their
         out-of-fold refits. Default: none."""
@@ -288,7 +295,7 @@ class Router(ABC):
         return {}
 
     # ---------------------------------------------------------------- ONNX export
-    def onnx_input(self, features: Features) -> np.ndarray:
+    def onnx_input(self, features: Features) -> Float32Array:
         """The exported graph's input for ``features``: float32 of shape (n_instances, d_in).
 
         Default: the fused vector. Routers that read the separate modalities override it.
@@ -296,7 +303,7 @@ class Router(ABC):
         self.check_fitted()
         return np.ascontiguousarray(features.fused, dtype=np.float32)
 
-    def export_reference(self, features: Features) -> tuple[np.ndarray, np.ndarray]:
+    def export_reference(self, features: Features) -> tuple[FloatArray, FloatArray]:
         """What the exported graph must reproduce on ``features`` (the export's parity check).
 
         Default: :meth:`predict`. A router whose native search is approximate where its graph is
@@ -304,7 +311,7 @@ class Router(ABC):
         """
         return self.predict(features)
 
-    def write_onnx(self, x_sample: np.ndarray, path: Path, *, opset: int, exporter: str) -> str:
+    def write_onnx(self, x_sample: Float32Array, path: Path, *, opset: int, exporter: str) -> str:
         """Write this fitted router as one ONNX graph ``x -> (perf, cost)`` to ``path``.
 
         Parameters
@@ -374,18 +381,16 @@ def router_class(name: str) -> type[Router]:
         raise KeyError(f"unknown router {name!r}; valid names: {', '.join(sorted(known))}") from None
 
 
-def create_router(name: str, **overrides: Any) -> Router:
+def create_router(name: str, **overrides: object) -> Router:
     """Instantiate a registered router with its default config updated by ``overrides``."""
     cls = router_class(name)
     return cls(cls.config_class(), **overrides)
 
 
-def _replace_config(config: RouterConfig, overrides: dict[str, Any], name: str) -> RouterConfig:
+def _replace_config(config: RouterConfig, overrides: dict[str, object], name: str) -> RouterConfig:
     fields = {f.name: f for f in dataclasses.fields(config)}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for router {name!r}; valid: {sorted(fields)}")
-    return dataclasses.replace(config, **overrides)
-
-
-Factory = Callable[..., Router]
+    # The values are checked by the config's declared constraints when replace() rebuilds it.
+    return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mmroute.arrays import ArrayLike
 from mmroute.features.types import Features
 from mmroute.routers.base import Router, RouterConfig
 
@@ -77,7 +78,7 @@ class ProbeFeatures(Features):
         ids = [str(i) for i in ids]
         return cls(fused=cache.last_states(ids), ids=tuple(ids), cache=cache, backbone=backbone)
 
-    def subset(self, rows: np.ndarray) -> ProbeFeatures:
+    def subset(self, rows: ArrayLike) -> ProbeFeatures:
         rows = np.asarray(rows)
         return ProbeFeatures(fused=self.fused[rows], ids=tuple(np.asarray(self.ids, dtype=object)[rows]),
                              cache=self.cache, backbone=self.backbone)
@@ -117,7 +118,7 @@ class ProbeRouterConfig(RouterConfig):
         from mmroute.probes.train import ProbeTrainConfig
 
         known = {f.name for f in dataclasses.fields(ProbeTrainConfig)}
-        values = {k: v for k, v in self.to_dict().items() if k in known}
+        values: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k in known}
         return ProbeTrainConfig(**values, head=head)
 
     def __post_init__(self) -> None:
