@@ -32,7 +32,7 @@ def native_threads(n: int | None) -> Iterator[None]:
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     try:
-        if torch is not None and before > n:
+        if torch is not None and before is not None and before > n:
             torch.set_num_threads(n)
         with threadpool_limits(limits=n):
             yield

@@ -51,7 +51,7 @@ class TrainArrays:
     def subset(self, rows: np.ndarray) -> TrainArrays:
         return TrainArrays(*(a[rows] for a in (self.x, self.y, self.y_mask, self.z, self.z_mask)))
 
-    def dataset(self) -> "RowBatches":
+    def dataset(self) -> RowBatches:
         return RowBatches(*(torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
                             for a in (self.x, self.y, self.y_mask, self.z, self.z_mask)))
 
