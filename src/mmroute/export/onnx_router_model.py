@@ -55,7 +55,7 @@ import pandas as pd
 if __name__.startswith("mmroute."):
     from .mmroute_runtime import calibration as runtime_calibration
     from .mmroute_runtime import decide as runtime_decide
-    from .mmroute_runtime.features import build_input, load_feature_runtime
+    from .mmroute_runtime.features import build_input, load_feature_runtime, session_options
     from .mmroute_runtime.inputs import (
         DEFAULT_MAX_IMAGE_PIXELS,
         DEFAULT_MAX_ROWS,
@@ -67,7 +67,7 @@ else:
     try:  # executed as a logged model's code: the runtime package is on sys.path via code_paths
         from mmroute_runtime import calibration as runtime_calibration
         from mmroute_runtime import decide as runtime_decide
-        from mmroute_runtime.features import build_input, load_feature_runtime
+        from mmroute_runtime.features import build_input, load_feature_runtime, session_options
         from mmroute_runtime.inputs import (
             DEFAULT_MAX_IMAGE_PIXELS,
             DEFAULT_MAX_ROWS,
@@ -78,7 +78,7 @@ else:
     except ModuleNotFoundError:  # executed from mmroute's source tree while the model is logged
         from mmroute.export.mmroute_runtime import calibration as runtime_calibration
         from mmroute.export.mmroute_runtime import decide as runtime_decide
-        from mmroute.export.mmroute_runtime.features import build_input, load_feature_runtime
+        from mmroute.export.mmroute_runtime.features import build_input, load_feature_runtime, session_options
         from mmroute.export.mmroute_runtime.inputs import (
             DEFAULT_MAX_IMAGE_PIXELS,
             DEFAULT_MAX_ROWS,
@@ -148,10 +148,7 @@ class OnnxRouterModel(mlflow.pyfunc.PythonModel):
         self.max_rows = int(config.get("max_rows", DEFAULT_MAX_ROWS))
         self.max_image_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
         self.threads = config.get("intra_op_threads")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
+        options = session_options(self.threads)
         providers = choose_providers(config.get("providers"))
         self.session = ort.InferenceSession(context.artifacts[ONNX_ARTIFACT], sess_options=options,
                                             providers=providers)

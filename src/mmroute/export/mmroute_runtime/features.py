@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPEC_FILE", "FORMAT_VERSION", "FeatureRuntime", "load_feature_runtime", "build_input",
+__all__ = ["SPEC_FILE", "FORMAT_VERSION", "FeatureRuntime", "load_feature_runtime", "build_input", "session_options",
            "word_analyzer", "image_statistics", "clip_pixels", "fuse"]
 
 SPEC_FILE = "features.json"
@@ -73,16 +73,36 @@ def word_analyzer(*, lowercase: bool = True, strip_accents: str | None = "unicod
     return analyze
 
 
+def session_options(threads: int | None = None):
+    """onnxruntime options of every graph of a served model.
+
+    Full graph optimisation, sequential execution, ``threads`` intra-op threads (None: onnxruntime's
+    default, all cores), and worker threads that sleep between runs instead of spinning: a served
+    model holds several sessions (text, image, router), each with its own pool, and a spinning pool
+    takes a core from the session that runs next, and from the request parsing around them. On a
+    2-core machine under load this took the median batch-1 latency from ~33 ms to ~5 ms (offline)
+    and from ~89 ms to ~14 ms (MiniLM), and batch-256 MiniLM from 8.0 s to 7.1 s.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options
+
+
 class _Session:
     """An onnxruntime session over one graph, fed by input name."""
 
     def __init__(self, path: Path, providers: Sequence[str] | None, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        options = session_options(threads)
         self.session = ort.InferenceSession(str(path), sess_options=options,
                                             providers=list(providers or ["CPUExecutionProvider"]))
         self.inputs = [i.name for i in self.session.get_inputs()]

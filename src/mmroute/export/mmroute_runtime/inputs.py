@@ -166,9 +166,9 @@ def features_matrix(values: Sequence[Any], width: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _strings(frame: pd.DataFrame, column: str, *, required: bool) -> list[str | None]:
+def _strings(values: list[Any], column: str, *, required: bool) -> list[str | None]:
     out: list[str | None] = []
-    for i, value in enumerate(frame[column].tolist()):
+    for i, value in enumerate(values):
         if _missing(value):
             if required:
                 raise bad_input(f"row {i}: '{column}' is missing; every row needs a {column} string")
@@ -200,30 +200,34 @@ def parse_request(model_input: Any, *, width: int, max_rows: int = DEFAULT_MAX_R
         raise bad_input(f"request has {n} rows, above the limit of {max_rows} rows per request (the model's "
                         "max_rows setting); split it into smaller requests")
 
+    # Each column read into Python objects once: a pandas column access and tolist() cost more
+    # than the checks themselves at one row per request.
+    columns = {c: frame[c].tolist() for c in KNOWN_COLUMNS if c in frame.columns}
+
     def present(col: str) -> bool:
-        return col in frame.columns and not all(_missing(v) for v in frame[col].tolist())
+        return col in columns and not all(_missing(v) for v in columns[col])
 
     ids = None
-    if "id" in frame.columns:
-        ids = ["" if _missing(v) else str(v) for v in frame["id"].tolist()]
+    if "id" in columns:
+        ids = ["" if _missing(v) else str(v) for v in columns["id"]]
     raw_given = [c for c in RAW_COLUMNS if present(c)]
     if present("features"):
         if raw_given:
             raise bad_input(f"the request has both 'features' and raw query columns {raw_given}; send one "
                             "or the other")
-        return Request(n=n, ids=ids, features=features_matrix(frame["features"].tolist(), width))
+        return Request(n=n, ids=ids, features=features_matrix(columns["features"], width))
     if not accepts_raw:
         raise bad_input(f"this router takes precomputed vectors only: send a 'features' column (a list of "
                         f"{width} numbers per row){': ' + raw_refusal if raw_refusal else ''}")
-    if "question" not in frame.columns:
+    if "question" not in columns:
         raise bad_input(f"input is missing the column 'question' (a string per row); got columns "
                         f"{[str(c) for c in frame.columns]}")
-    questions = _strings(frame, "question", required=True)
-    contexts = _strings(frame, "context", required=False) if "context" in frame.columns else None
+    questions = _strings(columns["question"], "question", required=True)
+    contexts = _strings(columns["context"], "context", required=False) if "context" in columns else None
     images = None
-    if "image" in frame.columns:
+    if "image" in columns:
         images = [None if _missing(v) or (isinstance(v, str) and not v.strip())
-                  else decode_image(v, i, max_image_pixels) for i, v in enumerate(frame["image"].tolist())]
+                  else decode_image(v, i, max_image_pixels) for i, v in enumerate(columns["image"])]
     return Request(n=n, ids=ids, questions=questions, contexts=contexts, images=images)
 
 
