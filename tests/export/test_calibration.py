@@ -83,7 +83,31 @@ def test_calibration_is_stored_in_the_model(served):
     stored = Calibration.load(next(path.rglob("calibration.npz")))
     np.testing.assert_allclose(stored.table()["expected_cost"], cal.table()["expected_cost"])
     meta = json.loads(next(path.rglob("router_meta.json")).read_text())
-    assert meta["calibration"]["n_folds"] == 3 and meta["fallback"] == "cheapest"
+    assert meta["calibration"]["source"].startswith("the router's out-of-fold") and meta["fallback"] == "cheapest"
+
+
+def test_a_guarded_router_is_calibrated_on_its_own_out_of_fold_rows_without_a_refit(monkeypatch):
+    import mmroute.export.calibration as calibration
+
+    features, correct, cost = _data(300, 3)
+    guarded = create_router("linear").fit(features, correct, cost)
+    monkeypatch.setattr(calibration, "out_of_fold_predictions",
+                        lambda *a, **k: pytest.fail("a guarded router was refitted for calibration"))
+    cal = calibrate(guarded, features, correct, cost, MODELS, n_folds=3, seed=0)
+    oof = guarded.oof_
+    assert cal.n_rows == 300 and cal.info["n_folds"] is None
+    np.testing.assert_allclose(cal.perf_pred, guarded.guard_.apply(oof.perf.astype(np.float64)))
+    np.testing.assert_allclose(cal.cost_pred, oof.cost_pred)
+    # ... whose out-of-fold rows are those of the guard: the validation scores are made from them.
+    from mmroute.routers.guard import oof_scores
+
+    scores = oof_scores(guarded.guard_.apply(oof.perf.astype(np.float64)), oof.cost_pred.astype(np.float64),
+                        oof.correct.astype(np.float64), oof.cost.astype(np.float64))
+    assert scores["budget"]["nAUC"] == pytest.approx(guarded.validation_["budget"]["nAUC"], abs=1e-4)
+    monkeypatch.undo()
+    unguarded = create_router("linear", guard="off").fit(features, correct, cost)
+    assert unguarded.oof_ is None
+    assert calibrate(unguarded, features, correct, cost, MODELS, n_folds=3, seed=0).info["n_folds"] == 3
 
 
 @pytest.mark.parametrize("quantile", [0.2, 0.5, 0.8])

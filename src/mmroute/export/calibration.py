@@ -1,11 +1,16 @@
 """Calibrate a router's operating points at export, on training rows it was not fitted on.
 
 The router being exported was fitted on all training rows, so its own predictions on them are
-optimistic. :func:`out_of_fold_predictions` refits ``n_folds`` clones of it (same config), each on
-the other folds of the training rows, and predicts the held-out fold: every training row gets a
-prediction from a router that never saw it. Those predictions and the rows' actual outcomes are the
-calibration rows stored in the model (:class:`~mmroute.export.mmroute_runtime.calibration.Calibration`);
-test rows are never used.
+optimistic. Every training row needs a prediction from a router that never saw it:
+
+* a router fitted with its guard (``guard="oof"``, the default) already made them, to fit the guard,
+  and keeps them (``router.oof_``, :class:`~mmroute.routers.guard.OutOfFold`): they are used as they
+  are, through the fitted guard, as served predictions go; nothing is refitted;
+* otherwise :func:`out_of_fold_predictions` refits ``n_folds`` clones of it (same config), each on
+  the other folds of the training rows, and predicts the held-out fold.
+
+Those predictions and the rows' actual outcomes are the calibration rows stored in the model
+(:class:`~mmroute.export.mmroute_runtime.calibration.Calibration`); test rows are never used.
 """
 
 from __future__ import annotations
@@ -61,26 +66,42 @@ def out_of_fold_predictions(router: Any, features: Features, correct: np.ndarray
     return perf_out, cost_out
 
 
-def calibrate(router: Any, features: Features, correct: np.ndarray, cost: np.ndarray,
+def calibrate(router: Any, features: Features | None, correct: np.ndarray, cost: np.ndarray,
               models: Sequence[str], *, n_folds: int = DEFAULT_FOLDS, seed: int = 0,
               fallback: str = SERVING_FALLBACK, n_points: int = DEFAULT_POINTS,
               max_rows: int = DEFAULT_MAX_ROWS) -> Calibration:
     """Out-of-fold calibration of ``router`` on training rows (see the module docstring).
 
-    Missing outcomes are filled with each model's column mean over these rows (as evaluation does);
-    beyond ``max_rows`` rows a seeded subset is kept, so the stored table stays small.
+    ``features`` of the training rows are only read when the router kept no out-of-fold rows
+    (``router.oof_`` is None): then it may not be None. Missing outcomes are filled with each model's
+    column mean over these rows (as evaluation does); beyond ``max_rows`` rows a seeded subset is
+    kept, so the stored table stays small.
     """
     from mmroute.evaluation import fill_missing
 
-    perf_pred, cost_pred = out_of_fold_predictions(router, features, correct, cost, n_folds=n_folds,
-                                                   seed=seed)
+    oof = getattr(router, "oof_", None)
+    if oof is not None and oof.perf.shape[1] == np.shape(correct)[1]:
+        perf_pred = router.apply_guard(oof.perf.astype(np.float64))
+        cost_pred = oof.cost_pred.astype(np.float64)
+        correct, cost = oof.correct.astype(np.float64), oof.cost.astype(np.float64)
+        source = "the router's out-of-fold training rows (kept from its guard fit)"
+        log.info("calibration: the %d out-of-fold training rows the router kept from its guard fit; no refit",
+                 perf_pred.shape[0])
+    else:
+        if features is None:
+            raise ValueError(f"calibrating {getattr(router, 'name', router)!r} means refitting it out of fold "
+                             "(it kept no out-of-fold rows from a guard fit): pass the training rows' features")
+        perf_pred, cost_pred = out_of_fold_predictions(router, features, correct, cost, n_folds=n_folds,
+                                                       seed=seed)
+        source = "out-of-fold training rows"
     corr, cst = fill_missing(correct, cost)
     if perf_pred.shape[0] > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(perf_pred.shape[0], max_rows, replace=False))
         perf_pred, cost_pred, corr, cst = perf_pred[keep], cost_pred[keep], corr[keep], cst[keep]
     cal = Calibration(perf_pred=perf_pred, cost_pred=cost_pred, correct=corr, cost=cst,
                       models=tuple(models), fallback=fallback, n_points=n_points)
-    cal.info.update(n_folds=int(n_folds), seed=int(seed), n_rows=cal.n_rows, source="out-of-fold training rows")
+    cal.info.update(n_folds=int(n_folds) if oof is None else None, seed=int(seed), n_rows=cal.n_rows,
+                    source=source)
     return cal
 
 

@@ -128,7 +128,9 @@ def _calibrate(client: Any, run: Any, router: Any, pipeline: Any, table: Any, me
     if meta.get("mode") is not None:
         train = apply_mode(train, "train", meta["mode"])
     seed = int(router.get_params().get("seed", 0) or 0)
-    cal = calibrate(router, pipeline.transform(train), train.correct, train.cost, meta["models"],
+    # A router fitted with its guard kept its out-of-fold training rows: no features, no refit.
+    features = None if getattr(router, "oof_", None) is not None else pipeline.transform(train)
+    cal = calibrate(router, features, train.correct, train.cost, meta["models"],
                     n_folds=n_folds, seed=seed)
     log.info("calibrated %s on %d out-of-fold training rows (%d folds)", meta["router"], cal.n_rows, n_folds)
     return cal

@@ -30,7 +30,7 @@ from mmroute.constraints import ConstraintSpec, Integral, Interval, Options, Rea
 from mmroute.features.types import Features
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mmroute.routers.guard import PerfGuard
+    from mmroute.routers.guard import OutOfFold, PerfGuard
 
 __all__ = [
     "Router",
@@ -176,6 +176,7 @@ class Router(ABC):
         self.n_models_: int = corr.shape[1]
         self.n_features_: int = features.n_features
         self.guard_: PerfGuard | None = None
+        self.oof_: OutOfFold | None = None
         self.validation_: dict[str, dict[str, float]] = {}
         self._fit(features, corr, cst, val_features=val_features,
                   val_correct=None if val_correct is None else np.asarray(val_correct, dtype=np.float64),
@@ -186,7 +187,7 @@ class Router(ABC):
 
     def _fit_guard(self, features: Features, correct: FloatArray, cost: FloatArray) -> None:
         """Out-of-fold predictions of the training rows -> the guard and the validation scores."""
-        from mmroute.routers.guard import fit_guard, oof_scores
+        from mmroute.routers.guard import OutOfFold, fit_guard, oof_scores
 
         oof = self._oof_predictions(features, correct, cost)
         if oof is None:
@@ -196,6 +197,7 @@ class Router(ABC):
         guard = fit_guard(perf, pc, correct, cost, z=self.config.guard_z)
         self.guard_ = guard
         self.validation_ = oof_scores(guard.apply(perf), pc, correct, cost)
+        self.oof_ = OutOfFold.sample(perf, pc, correct, cost, seed=self.config.seed)
 
     def _oof_predictions(self, features: Features, correct: FloatArray, cost: FloatArray
                          ) -> tuple[FloatArray, FloatArray] | None:

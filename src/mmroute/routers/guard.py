@@ -34,11 +34,38 @@ import numpy as np
 
 from mmroute.routers.base import GUARDS
 
-__all__ = ["PerfGuard", "fit_guard", "oof_scores", "GUARDS"]
+__all__ = ["PerfGuard", "OutOfFold", "fit_guard", "oof_scores", "GUARDS", "OOF_SAMPLE_ROWS"]
 
 log = logging.getLogger(__name__)
 
 _SHRINK = (0.75, 0.5, 0.25, 0.1)
+#: Most training rows whose out-of-fold predictions a fitted router keeps (a seeded subset beyond).
+OOF_SAMPLE_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Out-of-fold predictions of (a seeded subset of) a router's training rows, before the guard,
+    with those rows' outcomes: what the guard was fitted on, kept so that export can calibrate
+    operating points without refitting the router (:func:`mmroute.export.calibration.calibrate`).
+
+    ``perf``, ``cost_pred``: (n, M) predicted; ``correct``, ``cost``: (n, M) actual (NaN = missing).
+    float32: a calibration table, not a model.
+    """
+
+    perf: np.ndarray
+    cost_pred: np.ndarray
+    correct: np.ndarray
+    cost: np.ndarray
+
+    @classmethod
+    def sample(cls, perf: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray, cost: np.ndarray, *,
+               seed: int, max_rows: int = OOF_SAMPLE_ROWS) -> "OutOfFold":
+        rows = np.arange(perf.shape[0])
+        if rows.size > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows.size, max_rows, replace=False))
+        f32 = lambda a: np.ascontiguousarray(np.asarray(a)[rows], dtype=np.float32)  # noqa: E731
+        return cls(f32(perf), f32(cost_pred), f32(correct), f32(cost))
 _BONUS_QUANTILES = (0.25, 0.5, 0.75, 0.9, 0.97)
 
 
