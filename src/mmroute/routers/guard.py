@@ -60,7 +60,7 @@ class OutOfFold:
 
     @classmethod
     def sample(cls, perf: np.ndarray, cost_pred: np.ndarray, correct: np.ndarray, cost: np.ndarray, *,
-               seed: int, max_rows: int = OOF_SAMPLE_ROWS) -> "OutOfFold":
+               seed: int, max_rows: int = OOF_SAMPLE_ROWS) -> OutOfFold:
         rows = np.arange(perf.shape[0])
         if rows.size > max_rows:
             rows = np.sort(np.random.default_rng(seed).choice(rows.size, max_rows, replace=False))
