@@ -110,7 +110,7 @@ class ColumnEncoder(RowEncoder):
         arr = np.asarray(values)
         if arr.ndim == 2 and arr.dtype != object:
             return arr.astype(np.float32)
-        vectors = []
+        vectors: list[np.ndarray] = []
         for i, v in enumerate(values):
             if isinstance(v, str):
                 try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -73,14 +74,14 @@ class TrackingLocation:
 
 
 def resolve_tracking_uri(cwd: str | os.PathLike | None = None,
-                         env: dict[str, str] | None = None) -> TrackingLocation:
+                         env: Mapping[str, str] | None = None) -> TrackingLocation:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db`` + ``<cwd>/mlartifacts``.
 
     ``cwd`` defaults to the current directory and ``env`` to ``os.environ`` (both are read when
     called, never at import).
     """
-    env = os.environ if env is None else env
-    uri = env.get("MLFLOW_TRACKING_URI", "").strip()
+    environ: Mapping[str, str] = os.environ if env is None else env
+    uri = environ.get("MLFLOW_TRACKING_URI", "").strip()
     if uri:
         artifact_root = None
         if _scheme(uri) == "sqlite":

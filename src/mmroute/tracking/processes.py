@@ -222,7 +222,8 @@ def find_orphaned_runs(client: Any = None, *, experiment_ids: list[str] | None =
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
     host, gone = socket.gethostname(), set(gone_hosts)
-    orphaned, unknown = [], []
+    orphaned: list[OrphanedRun] = []
+    unknown: list[dict[str, Any]] = []
     if not experiment_ids:
         return orphaned, unknown
     for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'",
