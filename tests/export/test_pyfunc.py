@@ -88,6 +88,40 @@ def test_malformed_input_is_rejected_with_a_message(loaded, frame, message):
         loaded.predict(frame)
 
 
+def test_rows_of_arrays_route_like_rows_of_lists(saved, loaded):
+    """Arrow and Parquet readers hand over one numpy array per row (stacked in one pass); the
+    decisions equal those of plain lists, and bad rows are still refused by row."""
+    from mlflow.exceptions import MlflowException
+
+    x = saved[1].fused.astype(np.float64)
+    as_lists = loaded.predict(pd.DataFrame({"features": [list(map(float, r)) for r in x]}),
+                              params={"budget": 3.0})
+    as_arrays = loaded.predict(pd.DataFrame({"features": list(x)}), params={"budget": 3.0})
+    as_f32 = loaded.predict(pd.DataFrame({"features": list(x.astype(np.float32))}), params={"budget": 3.0})
+    pd.testing.assert_frame_equal(as_arrays, as_lists)
+    pd.testing.assert_frame_equal(as_f32, as_lists)
+    assert as_arrays["ranking"].map(type).eq(list).all()
+    bad = list(x[:3])
+    bad[2] = np.concatenate([bad[2][:5], [np.inf], bad[2][6:]])
+    with pytest.raises(MlflowException, match=r"rows \[2\].*NaN or infinite"):
+        loaded.predict(pd.DataFrame({"features": bad}))
+    with pytest.raises(MlflowException, match="row 1: 'features' has 19 values"):
+        loaded.predict(pd.DataFrame({"features": [x[0], x[1][:19]]}))
+
+
+def test_onnx_threads_can_be_set_at_load_time(saved):
+    """intra_op_threads is logged (None: onnxruntime's default) so that a load-time model_config
+    may set it: MLflow overrides only logged keys (Spark routing sets one thread per task)."""
+    import mlflow
+
+    logged = mlflow.models.get_model_info(str(saved[2])).flavors["python_function"]["config"]
+    assert "intra_op_threads" in logged and logged["intra_op_threads"] is None
+    model = mlflow.pyfunc.load_model(str(saved[2]), model_config={"intra_op_threads": 1, "max_rows": 5000})
+    impl = model.unwrap_python_model()
+    assert impl.threads == 1 and impl.max_rows == 5000
+    assert impl.session.get_session_options().intra_op_num_threads == 1
+
+
 @pytest.mark.parametrize("params, message", [
     ({"budget": 1.0, "tradeoff": 1.0}, "at most one of"),
     ({"tradeoff": -1.0}, "tradeoff must be a finite number >= 0"),

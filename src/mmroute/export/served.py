@@ -39,8 +39,12 @@ def served_config(config: dict[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(config) - set(CONFIG_KEYS))
     if unknown:
         raise ValueError(f"unknown model_config keys {unknown}; valid: {list(CONFIG_KEYS)}")
+    # intra_op_threads is stored even when unset (None: onnxruntime's default), because MLflow lets
+    # a load-time model_config override only the keys logged with the model (batch routing sets it
+    # to the cores of one Spark task).
     out = {"max_rows": config.pop("max_rows", DEFAULT_MAX_ROWS),
-           "max_image_pixels": config.pop("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS), **config}
+           "max_image_pixels": config.pop("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
+           "intra_op_threads": config.pop("intra_op_threads", None), **config}
     for key in ("max_rows", "max_image_pixels", "intra_op_threads"):
         if key not in out or (key == "intra_op_threads" and out[key] is None):
             continue

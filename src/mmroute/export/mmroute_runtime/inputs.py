@@ -142,6 +142,10 @@ def decode_image(value: Any, row: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXEL
 
 def features_matrix(values: Sequence[Any], width: int) -> np.ndarray:
     """Validate a ``features`` column and stack it into float32 (n, width); raises 400-errors."""
+    values = list(values)
+    if values and all(type(v) is np.ndarray and v.shape == (width,) and v.dtype.kind in "fiu" for v in values):
+        # Arrow and Parquet readers hand over one numeric array per row: stack them in one pass.
+        return _checked(np.stack(values).astype(np.float64, copy=False))
     rows = []
     for i, value in enumerate(values):
         if value is None or np.isscalar(value):
@@ -155,7 +159,11 @@ def features_matrix(values: Sequence[Any], width: int) -> np.ndarray:
         rows.append(arr)
     if not rows:
         raise bad_input("input has no rows")
-    x = np.stack(rows)
+    return _checked(np.stack(rows))
+
+
+def _checked(x: np.ndarray) -> np.ndarray:
+    """float64 (n, width) -> float32, refusing rows with NaN/inf or values beyond float32."""
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if bad.size:
         raise bad_input(f"rows {bad[:10].tolist()} of 'features' contain NaN or infinite values")
