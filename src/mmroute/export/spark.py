@@ -2,12 +2,19 @@
 
 The pyfunc model is the unit that is served online, so batch routing uses the very same model:
 :func:`route_dataframe` wraps it in MLflow's Spark UDF (``env_manager="local"``: the executors'
-Python is the driver's), whose ``SparkModelCache`` loads the model once per Python worker process
-and reuses it for every batch that worker scores. The decisions are the model's own output (chosen
-model, ``ranking`` best first, ``within_budget``, the operating point, the calibrated
-``expected_cost`` / ``expected_accuracy`` when the model has them), plus the chosen model's
-predicted performance and cost per row (:func:`decisions_frame`, applied the same way to the
-in-process pyfunc output, so both agree row for row).
+Python is the driver's). On a cluster MLflow ships the model and its ``SparkModelCache`` loads it
+once per Python worker process; on a local master MLflow loads it from the driver's copy once per
+task (partition). The decisions are the model's own output (chosen model, ``ranking`` best first,
+``within_budget``, the operating point, the calibrated ``expected_cost`` / ``expected_accuracy``
+when the model has them), plus the chosen model's predicted performance and cost per row, picked
+in Spark from the model's ``perf_<m>`` / ``cost_<m>``; :func:`decisions_frame` does the same to the
+in-process pyfunc output, so both agree row for row.
+
+Throughput: one Python UDF per row batch and nothing else in Python. Row batches are 10,000 rows
+on a local master (the model's ``max_rows`` is raised to the batch for the load; 1,024-row calls
+cost twice as much per row) with one ONNX Runtime thread per task; on a cluster, where MLflow loads
+the model without a ``model_config``, they are kept within the logged ``max_rows``
+(``bench/spark_route.py`` measures it).
 
 PySpark is an optional dependency (``pip install 'mmroute[spark]'`` plus a Java runtime); it is
 imported only when a function here runs.
@@ -123,14 +130,58 @@ def _result_type(model_uri: str):
     return T.StructType([f for f in full.fields if calibrated or f.name not in optional])
 
 
-def _max_rows(model_uri: str) -> int:
-    """The model's per-request row limit: its logged ``model_config`` ``max_rows``, else the default."""
+def _logged_config(model_uri: str) -> dict[str, Any]:
+    """The model config logged with the model (MLflow keeps it under the flavor's ``config``)."""
     import mlflow
 
+    conf = mlflow.models.get_model_info(model_uri).flavors.get("python_function", {}) or {}
+    return dict(conf.get("config") or {})
+
+
+def _max_rows(model_uri: str) -> int:
+    """The model's per-request row limit: its logged ``max_rows``, else the served default."""
     from mmroute.export.mmroute_runtime.inputs import DEFAULT_MAX_ROWS
 
-    conf = mlflow.models.get_model_info(model_uri).flavors.get("python_function", {}) or {}
-    return int((conf.get("model_config") or {}).get("max_rows", DEFAULT_MAX_ROWS))
+    return int(_logged_config(model_uri).get("max_rows", DEFAULT_MAX_ROWS))
+
+
+def _loads_in_task(spark) -> bool:
+    """Whether ``spark_udf`` loads the model inside each task with the ``model_config`` it is given.
+
+    On a local master MLflow loads the model from the driver's download in the task (the executors
+    share the driver's file system) and passes ``model_config``; on a cluster it ships the model as
+    an archive and loads it in its ``SparkModelCache`` without one, so the logged config applies.
+    """
+    try:
+        return str(spark.conf.get("spark.master", "")).startswith("local")
+    except Exception:  # noqa: BLE001 - Spark Connect sessions may refuse to show the master
+        return False
+
+
+def _batch_config(spark, model_uri: str) -> dict[str, Any] | None:
+    """Row batches within what the model accepts per call; the ``model_config`` for ``spark_udf``.
+
+    Each row batch is one predict call and the model refuses calls above its ``max_rows``. Where
+    the model is loaded in the task (local master) its ``max_rows`` is raised to the batch size
+    (default 10,000 rows: 1,024-row calls double the cost per row) and its ONNX Runtime threads set
+    to ``spark.task.cpus``, so ``local[N]``'s N tasks do not each start a pool of every core's
+    threads. Elsewhere the batches are lowered to the logged ``max_rows``.
+    """
+    limit = _max_rows(model_uri)
+    batches = {key: int(spark.conf.get(key, default)) for key, default in BATCH_CONFS}
+    if _loads_in_task(spark):
+        logged = _logged_config(model_uri)
+        config: dict[str, Any] = {"max_rows": max(limit, *batches.values())}
+        # MLflow overrides only keys logged with the model; models exported before intra_op_threads
+        # was always logged keep onnxruntime's default.
+        if "intra_op_threads" in logged:
+            config["intra_op_threads"] = int(spark.conf.get("spark.task.cpus", "1"))
+        return config
+    for key, batch in batches.items():
+        if batch > limit:
+            log.info("Spark %s lowered from %d to the model's max_rows %d", key, batch, limit)
+            spark.conf.set(key, str(limit))
+    return None
 
 
 def decisions_frame(predictions, models: Sequence[str], *, keep_predictions: bool = False):
@@ -161,9 +212,7 @@ def route_dataframe(spark, model_uri: str, frame, *, params: dict[str, Any] | No
     present (default the ``id``), then the columns of :func:`decisions_frame`.
     """
     import mlflow
-    import pandas as pd
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
     params = {k: v for k, v in (params or {}).items() if v is not None}
     required, optional = model_input_columns(model_uri, frame.columns)
@@ -177,33 +226,23 @@ def route_dataframe(spark, model_uri: str, frame, *, params: dict[str, Any] | No
         raise ValueError(f"the query table has none of the columns {model_uri} reads; it has "
                          f"{list(frame.columns)}")
     result_type = _result_type(model_uri)
-    # Each row batch is one predict call, and the model refuses calls above its per-request row
-    # limit (max_rows); MLflow's executor-side model cache loads the model without a model_config,
-    # so the batches are kept within the logged limit instead of raising it.
-    limit = _max_rows(model_uri)
-    for key, default in BATCH_CONFS:
-        batch = int(spark.conf.get(key, default))
-        if batch > limit:
-            log.info("Spark %s lowered from %d to the model's max_rows %d", key, batch, limit)
-            spark.conf.set(key, str(limit))
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local",
-                                  params=params or None)
+                                  params=params or None, model_config=_batch_config(spark, model_uri))
     kept = [c for c in keep_columns if c in frame.columns]
-    scored = frame.select(*kept, udf(F.struct(*inputs)).alias("_pred"))
+    # The id stays on the Spark side: the model's output has no id, and rows keep their order.
+    model_inputs = [c for c in inputs if c != "id"]
+    pred = udf(F.struct(*model_inputs))
+    scored = frame.select(*kept, pred.alias("_pred"))
 
-    model_names = list(models)
-    own = [f for f in result_type.fields if not f.name.startswith(("perf_", "cost_"))]
-    decision_type = T.StructType(
-        own + [T.StructField("predicted_perf", T.DoubleType()), T.StructField("predicted_cost", T.DoubleType())]
-        + ([T.StructField(f"{p}_{m}", T.DoubleType()) for p in ("perf", "cost") for m in models]
-           if keep_predictions else []))
-
-    def _decide(pred):
-        return decisions_frame(pred, model_names, keep_predictions=keep_predictions)
-
-    # Real types, not the strings `from __future__ import annotations` would leave for Spark to read.
-    _decide.__annotations__ = {"pred": pd.DataFrame, "return": pd.DataFrame}
-    _decide = F.pandas_udf(_decide, decision_type)
-
-    decided = scored.select(*kept, _decide(F.col("_pred")).alias("_d"))
-    return decided.select(*kept, "_d.*")
+    # The chosen model's predictions are picked in Spark (no second Python round trip): the same
+    # doubles as decisions_frame's perf[row, model_index].
+    field = F.col("_pred").getField
+    choice = field("model_index").cast("int") + 1
+    own = [f.name for f in result_type.fields if not f.name.startswith(("perf_", "cost_"))]
+    columns = [field(name).alias(name) for name in own]
+    for kind in ("perf", "cost"):
+        columns.append(F.element_at(F.array(*[field(f"{kind}_{m}") for m in models]), choice)
+                       .alias(f"predicted_{kind}"))
+    if keep_predictions:
+        columns += [field(f"{p}_{m}").alias(f"{p}_{m}") for p in ("perf", "cost") for m in models]
+    return scored.select(*kept, *columns)
