@@ -1,13 +1,23 @@
 """Batch routing throughput: ``mmroute route --engine spark`` (local[2]) against the in-process pyfunc.
 
 Usage: ``python bench/spark_route.py [--sizes 100000,1000000] [--master local[2]] [--width 32]
-[--models 10] [--time-box 900] [--out FILE]``. Fits a ``linear`` router on synthetic features,
-saves it as the served MLflow model, writes a Parquet table of N queries (``id``, ``features``) and
-routes it (budget rule) twice: on Spark through :func:`mmroute.pipeline.spark.route_spark`
-(``mlflow.pyfunc.spark_udf``, decisions written as Parquet partitioned by model) and in this
-process through :func:`mmroute.pipeline.route.route_frame` (the pyfunc, 1,024 rows per call). The
-decisions are compared row for row. A size whose in-process or Spark run would start after the
-time box is reported as not run (nothing is extrapolated). Prints one JSON object.
+[--models 10] [--time-box 900] [--in-process-sample 0] [--out FILE]``. Fits a ``linear`` router on
+synthetic features, saves it as the served MLflow model, writes a Parquet table of N queries
+(``id``, ``features``) and routes it (budget rule) twice: on Spark through
+:func:`mmroute.pipeline.spark.route_spark` (``mlflow.pyfunc.spark_udf``, decisions written as
+Parquet partitioned by model) and in this process through :func:`mmroute.pipeline.route.route_frame`
+(the pyfunc in 1,024-row calls, the model's logged ``max_rows``; and in 10,000-row calls, the row
+batches Spark hands to the model on a local master), one Parquet row group at a time so the driver
+never holds a whole large table. The chosen models are compared row for row (in-process against
+Spark on every row routed in process).
+
+What is timed apart: ``spark_session_start_s`` (the JVM), ``spark_warmup_s`` (one 20,000-row job:
+Python workers start, import mlflow, load the model), then per size ``spark_s`` (route_spark: read,
+route, write, count) and the in-process runs. ``--in-process-sample K`` routes only the first K
+rows in process for sizes above K (rows/s of that sample, said so in the entry). The 1-minute load
+average before and after each Spark run is reported: the machine may be shared. A size whose run
+would start after the time box is reported as not run (nothing is extrapolated). Prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -58,6 +69,32 @@ def _queries(path: Path, n: int, width: int) -> None:
     writer.close()
 
 
+def _in_process(pyfunc, source: Path, params: dict, chunk: int, limit: int) -> tuple[float, int, np.ndarray]:
+    """(seconds, rows, chosen models) of the in-process pyfunc on the first ``limit`` rows of
+    ``source``, read one row group at a time; only the routing calls are timed."""
+    import pyarrow.parquet as pq
+
+    from mmroute.pipeline.route import route_frame
+
+    seconds, chosen = 0.0, []
+    rows = 0
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=100_000, columns=["features"]):
+        frame = batch.to_pandas()
+        frame = frame.iloc[:limit - rows]
+        t0 = time.perf_counter()
+        out = route_frame(pyfunc, frame, params, chunk_size=chunk)
+        seconds += time.perf_counter() - t0
+        chosen.append(out["model"].to_numpy(dtype=object))
+        rows += len(frame)
+        if rows >= limit:
+            break
+    return seconds, rows, np.concatenate(chosen)
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
@@ -66,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=int, default=10)
     ap.add_argument("--budget", type=float, default=2e-4)
     ap.add_argument("--time-box", type=float, default=900.0, help="seconds; later sizes are not started")
+    ap.add_argument("--in-process-sample", type=int, default=0,
+                    help="route at most this many rows in process per size (0: all)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -74,21 +113,31 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from mmroute.export.spark import spark_session
-    from mmroute.pipeline.route import route_frame
     from mmroute.pipeline.spark import route_spark
 
     t_begin = time.perf_counter()
     report = {"bench": "spark_route", "master": args.master, "width": args.width, "models": args.models,
               "cpus": os.cpu_count(), "python": platform.python_version(), "sizes": {}}
+
+    def save() -> None:  # what was measured survives a kill by an outer time limit
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="mmroute-bench-spark-") as tmp:
         tmp = Path(tmp)
-        model_uri, models = _model(tmp, args.width, args.models)
+        model_uri, _ = _model(tmp, args.width, args.models)
+        params = {"budget": args.budget}
         t0 = time.perf_counter()
-        spark = spark_session(args.master, conf={"spark.driver.memory": "4g"})
+        spark = spark_session(args.master, conf={"spark.driver.memory": "4g",
+                                                 "spark.ui.showConsoleProgress": "false"})
         spark.sparkContext.setLogLevel("ERROR")
         report["spark_session_start_s"] = round(time.perf_counter() - t0, 2)
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
-        params = {"budget": args.budget}
+        _queries(tmp / "warmup.parquet", 20_000, args.width)
+        t0 = time.perf_counter()
+        route_spark(model_uri, str(tmp / "warmup.parquet"), str(tmp / "out-warmup"), params=params, spark=spark)
+        report["spark_warmup_s"] = round(time.perf_counter() - t0, 2)
+        pyfunc = {1024: mlflow.pyfunc.load_model(model_uri),
+                  10_000: mlflow.pyfunc.load_model(model_uri, model_config={"max_rows": 10_000})}
         for n in [int(s) for s in args.sizes.split(",")]:
             entry: dict = {}
             if time.perf_counter() - t_begin > args.time_box:
@@ -96,30 +145,43 @@ def main(argv=None) -> int:
                 continue
             source = tmp / f"q{n}.parquet"
             _queries(source, n, args.width)
+            entry["partitions"] = spark.read.parquet(str(source)).rdd.getNumPartitions()
+            entry["load_avg_before"] = _load()
             t0 = time.perf_counter()
             res = route_spark(model_uri, str(source), str(tmp / f"out{n}"), params=params, spark=spark)
             entry["spark_s"] = round(time.perf_counter() - t0, 2)
+            entry["load_avg_after"] = _load()
             entry["spark_rows_per_s"] = round(res["rows"] / entry["spark_s"], 1)
             report["sizes"][str(n)] = entry
-            if args.out:
-                Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-            if time.perf_counter() - t_begin > args.time_box:
-                entry["in_process"] = f"not run: the {args.time_box:.0f} s time box was spent"
-                report["sizes"][str(n)] = entry
-                continue
-            frame = pd.read_parquet(source)
-            t0 = time.perf_counter()
-            local = route_frame(pyfunc, frame[["features"]], params, chunk_size=1024)
-            entry["in_process_s"] = round(time.perf_counter() - t0, 2)
-            entry["in_process_rows_per_s"] = round(n / entry["in_process_s"], 1)
-            entry["spark_over_in_process"] = round(entry["in_process_s"] / entry["spark_s"], 3)
-            got = pd.read_parquet(tmp / f"out{n}", columns=["id", "model"]).astype({"model": str})
-            got = got.set_index("id").loc[frame["id"]]
-            entry["decisions_equal"] = bool((got["model"].to_numpy() == local["model"].to_numpy()).all())
+            save()
+            limit = n if args.in_process_sample <= 0 else min(n, args.in_process_sample)
+            if limit < n:
+                entry["in_process_rows"] = f"the first {limit} of {n} rows (--in-process-sample)"
+            chosen = None
+            for chunk, key in ((1024, "in_process"), (10_000, "in_process_10k")):
+                if time.perf_counter() - t_begin > args.time_box:
+                    entry[key] = f"not run: the {args.time_box:.0f} s time box was spent"
+                    continue
+                seconds, rows, got_local = _in_process(pyfunc[chunk], source, params, chunk, limit)
+                entry[f"{key}_s"] = round(seconds, 2)
+                entry[f"{key}_rows_per_s"] = round(rows / seconds, 1)
+                entry[f"spark_over_{key}"] = round(entry["spark_rows_per_s"] / entry[f"{key}_rows_per_s"], 3)
+                if chosen is None:
+                    chosen = got_local
+                else:
+                    entry["in_process_calls_agree"] = bool((chosen == got_local).all())
+                save()
+            if chosen is not None:
+                ids = pd.read_parquet(source, columns=["id"])["id"].iloc[:len(chosen)]
+                got = pd.read_parquet(tmp / f"out{n}", columns=["id", "model"]).astype({"model": str})
+                got = got.set_index("id")["model"].reindex(ids).to_numpy(dtype=object)
+                entry["decisions_compared"] = len(chosen)
+                entry["decisions_equal"] = bool((got == chosen).all())
+                del ids, got, chosen
             report["sizes"][str(n)] = entry
-            del frame, local, got
-            if args.out:  # what was measured survives a kill by an outer time limit
-                Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+            save()
+            shutil.rmtree(tmp / f"out{n}", ignore_errors=True)
+            source.unlink()
         spark.stop()
     report["total_s"] = round(time.perf_counter() - t_begin, 1)
     text = json.dumps(report, indent=2)
