@@ -192,3 +192,22 @@ def test_neighbour_selection_is_the_stable_sort_prefix_ties_included():
         key = rng.integers(0, 4, size=(6, 25)).astype(float) if trial % 2 else rng.normal(size=(6, 25))
         k = int(rng.integers(1, 26))
         np.testing.assert_array_equal(_smallest_stable(key, k), np.argsort(key, axis=1, kind="stable")[:, :k])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_search_in_small_query_blocks_gives_the_same_neighbours(monkeypatch, metric):
+    """The exact search caps each block at _EXACT_BLOCK_PAIRS (query, training row) pairs so its
+    memory does not grow with the training rows; the neighbours (ties by index) do not change."""
+    import mmroute.routers.nonparametric as nonparametric
+
+    rng = np.random.default_rng(1)
+    x = np.round(rng.normal(size=(300, 6)), 1)  # rounded: duplicate rows give ties at every rank
+    x[100:130] = x[:30]
+    correct = (rng.random((300, 3)) < 0.5).astype(float)
+    cost = rng.random((300, 3))
+    router = create_router("knn", k=25, metric=metric, index="exact", guard="off").fit(feats(x), correct, cost)
+    full = router._neighbours(x, 25)
+    monkeypatch.setattr(nonparametric, "_EXACT_BLOCK_PAIRS", 7 * 300)  # 7 queries a block
+    np.testing.assert_array_equal(router._neighbours(x, 25), full)
+    monkeypatch.setattr(nonparametric, "_EXACT_BLOCK_PAIRS", 1)  # one query a block
+    np.testing.assert_array_equal(router._neighbours(x, 25), full)

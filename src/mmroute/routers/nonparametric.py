@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 KNN_METRICS = ("cosine", "euclidean")
 KNN_INDEXES = ("auto", "exact", "hnsw")
 _RECALL_QUERIES = 1000
+# The exact search scores query blocks of at most this many (query, training row) pairs, so its
+# working set (the float64 keys and argpartition's int64 indices, 16 bytes a pair: 256 MiB) does
+# not grow with the training rows: 1,024 queries x 800k rows would be 13 GiB.
+_EXACT_BLOCK_PAIRS = 1 << 24
 
 
 def masked_column_means(y: np.ndarray) -> np.ndarray:
@@ -306,6 +310,7 @@ class KNNRouter(Router):
         else:
             sq = (train ** 2).sum(axis=1)
         out = np.empty((len(x), k), dtype=np.int64)
+        chunk = max(1, min(chunk, _EXACT_BLOCK_PAIRS // max(len(train), 1)))
         for start in range(0, len(x), chunk):
             xb = np.asarray(x[start:start + chunk], dtype=np.float64)
             if self.config.metric == "cosine":
