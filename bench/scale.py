@@ -40,6 +40,7 @@ which the peak would reach 24 GiB on the line through the two largest finished s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -188,7 +189,7 @@ def run_one(n: int, n_models: int, log_path: Path, cap_gib: float, guard: str = 
     import lightning  # noqa: F401
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
+    import sklearn.decomposition
     import sklearn.feature_extraction.text  # noqa: F401
 
     mon = _Monitor(log_path, cap_gib * GiB)
@@ -211,7 +212,7 @@ def run_one(n: int, n_models: int, log_path: Path, cap_gib: float, guard: str = 
                        ("fusion_mf", {"max_epochs": 2, "n_ensemble": 1, "batch_size": 1024})):
         opts = {**opts, "guard": guard}
         routers[name] = mon.run(f"train/{name}",
-                                lambda: create_router(name, **opts).fit(ftrain, train.correct, train.cost))
+                                lambda name=name, opts=opts: create_router(name, **opts).fit(ftrain, train.correct, train.cost))
     knn = routers["knn"]
     mon.write({"knn_index": "hnsw" if knn.index_ is not None else "exact", "knn_k": knn.k_,
                **({"knn_recall_at_k_fit": knn.index_recall_} if knn.index_ is not None else {})})
@@ -228,12 +229,12 @@ def run_one(n: int, n_models: int, log_path: Path, cap_gib: float, guard: str = 
     mon.write({"knn_recall_at_k_test": value, "knn_recall_queries": queries})
     correct, cost = test.filled()
     for rule in ("budget", "tradeoff"):
-        res = mon.run(f"sweep/{rule}", lambda: evaluate_predictions(perf, pcost, correct, cost, rule=rule))
+        res = mon.run(f"sweep/{rule}", lambda rule=rule: evaluate_predictions(perf, pcost, correct, cost, rule=rule))
         mon.write({f"{rule}/nAUC": float(res.metrics["nAUC"]), f"{rule}/n_points": int(res.metrics["n_points"])})
     with tempfile.TemporaryDirectory() as tmp:
         check = ftest.subset(np.arange(min(2000, len(ftest))))
         for name in ("linear_mf", "fusion_mf"):
-            mon.run(f"export/{name}", lambda: export_router(routers[name], check, Path(tmp) / f"{name}.onnx"))
+            mon.run(f"export/{name}", lambda name=name: export_router(routers[name], check, Path(tmp) / f"{name}.onnx"))
     mon.write({"status": "finished"})
 
 
@@ -262,8 +263,10 @@ def _exponent(a: float, b: float, n1: int, n2: int) -> float:
 
 
 def _exponents(results: dict, sizes: list[int]) -> dict:
+    """Per pair of consecutive sizes, each step both finished: its growth exponent (wall, CPU)."""
     out = {}
-    for a, b in zip(sizes, sizes[1:]):
+    sizes = [n for n in sizes if results.get(str(n), {}).get("steps")]
+    for a, b in itertools.pairwise(sizes):
         ra, rb = results[str(a)]["steps"], results[str(b)]["steps"]
         out[f"{a}->{b}"] = {s: {"wall": _exponent(ra[s]["seconds"], rb[s]["seconds"], a, b),
                                 "cpu": _exponent(ra[s]["cpu_seconds"], rb[s]["cpu_seconds"], a, b)}
@@ -272,11 +275,18 @@ def _exponents(results: dict, sizes: list[int]) -> dict:
 
 
 def _memory(results: dict, sizes: list[int]) -> dict:
+    """Peak RSS per finished size, the largest that stayed under 24 GiB, and the size where the
+    line through the two largest finished sizes reaches 24 GiB; a size that stopped early gives
+    its peak so far (a lower bound) under ``peak_rss_gib_unfinished``."""
     peaks = {n: max(s["peak_rss_gib"] for s in results[str(n)]["steps"].values())
-             for n in sizes if results[str(n)].get("status") == "finished"}
+             for n in sizes if results.get(str(n), {}).get("status") == "finished"}
+    partial = {str(n): max(s["peak_rss_gib"] for s in results[str(n)]["steps"].values())
+               for n in sizes if str(n) in results and n not in peaks and results[str(n)].get("steps")}
     fits = [n for n, p in peaks.items() if p < MACHINE_GIB]
     out: dict = {"peak_rss_gib": {str(n): p for n, p in peaks.items()},
                  "largest_n_run_fitting_24GiB": max(fits) if fits else None}
+    if partial:
+        out["peak_rss_gib_unfinished"] = partial
     if len(peaks) >= 2:
         (n1, p1), (n2, p2) = sorted(peaks.items())[-2:]
         slope = (p2 - p1) / (n2 - n1)
@@ -285,6 +295,24 @@ def _memory(results: dict, sizes: list[int]) -> dict:
             out["n_at_24GiB_extrapolated"] = int((MACHINE_GIB - p1) / slope + n1)
             out["extrapolated_from"] = [n1, n2]
     return out
+
+
+def _merge(paths: list[Path], out: Path) -> int:
+    """One report from several (e.g. one per M, or per guard): runs side by side, figures recomputed."""
+    merged: dict = {"bench": "scale", "merged_from": [], "runs": {}}
+    for path in paths:
+        rep = json.loads(path.read_text())
+        merged["merged_from"].append({k: v for k, v in rep.items() if k not in ("runs", "merged_from")})
+        for key, run in rep["runs"].items():
+            name = key if rep.get("guard", "oof") == "oof" else f"{key} guard={rep['guard']}"
+            sizes = sorted(int(n) for n in run["sizes"])
+            merged["runs"][name] = {"sizes": run["sizes"], "exponents": _exponents(run["sizes"], sizes),
+                                    "memory": _memory(run["sizes"], sizes)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+    print(json.dumps({k: {"exponents": v["exponents"], "memory": v["memory"]} for k, v in merged["runs"].items()},
+                     indent=2))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -296,6 +324,8 @@ def main(argv=None) -> int:
     ap.add_argument("--guard", choices=("oof", "off"), default="oof",
                     help="the routers' guard: oof (their default: 5 out-of-fold refits, 5x the fit's cost "
                          "at the same growth) or off (one fit per router)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="REPORT",
+                    help="combine the runs of earlier reports into --out, recomputing exponents and memory")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # "n,M,LOG": run in this process
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
@@ -303,6 +333,8 @@ def main(argv=None) -> int:
         n, m, log_path = args.one.split(",", 2)
         run_one(int(n), int(m), Path(log_path), args.max_rss_gib, args.guard)
         return 0
+    if args.merge:
+        return _merge([Path(p) for p in args.merge], Path(args.out))
     sizes = [int(s) for s in args.sizes.split(",")]
     report: dict = {"bench": "scale", "cpus": os.cpu_count(), "guard": args.guard, "time_box_s": args.time_box,
                     "max_rss_gib": args.max_rss_gib, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -317,7 +349,8 @@ def main(argv=None) -> int:
                 cmd = [sys.executable, __file__, "--one", f"{n},{m},{log_path}", "--max-rss-gib", str(args.max_rss_gib),
                        "--guard", args.guard]
                 try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_box)
+                    proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                                          timeout=args.time_box)
                     rc, tail = proc.returncode, proc.stderr[-1500:]
                 except subprocess.TimeoutExpired as exc:
                     rc, tail = None, (exc.stderr or b"")[-1500:].decode(errors="replace")
@@ -331,13 +364,12 @@ def main(argv=None) -> int:
             results[str(n)] = res
             print(f"[scale] n={n} M={m}: {res.get('status')} in {res['wall_s']} s", file=sys.stderr, flush=True)
             report["runs"][f"M={m}"] = {"sizes": results}
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(report, indent=2) + "\n")  # after each size: a partial report survives
             if res.get("status") != "finished":
                 break  # a larger size would not finish either
-        done = [n for n in sizes if results.get(str(n), {}).get("status") == "finished"]
-        report["runs"][f"M={m}"] = {"sizes": results, "exponents": _exponents(results, done),
-                                    "memory": _memory(results, done)}
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(report, indent=2) + "\n")  # after each M: a partial report survives
+        report["runs"][f"M={m}"] = {"sizes": results, "exponents": _exponents(results, sizes),
+                                    "memory": _memory(results, sizes)}
     text = json.dumps(report, indent=2)
     print(text)
     out_path.write_text(text + "\n")

@@ -198,7 +198,7 @@ def test_neighbour_selection_is_the_stable_sort_prefix_ties_included():
 def test_exact_search_in_small_query_blocks_gives_the_same_neighbours(monkeypatch, metric):
     """The exact search caps each block at _EXACT_BLOCK_PAIRS (query, training row) pairs so its
     memory does not grow with the training rows; the neighbours (ties by index) do not change."""
-    import mmroute.routers.nonparametric as nonparametric
+    from mmroute.routers import nonparametric
 
     rng = np.random.default_rng(1)
     x = np.round(rng.normal(size=(300, 6)), 1)  # rounded: duplicate rows give ties at every rank
