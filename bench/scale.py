@@ -211,8 +211,8 @@ def run_one(n: int, n_models: int, log_path: Path, cap_gib: float, guard: str = 
     for name, opts in (("linear_mf", {}), ("knn", {}),
                        ("fusion_mf", {"max_epochs": 2, "n_ensemble": 1, "batch_size": 1024})):
         opts = {**opts, "guard": guard}
-        routers[name] = mon.run(f"train/{name}",
-                                lambda name=name, opts=opts: create_router(name, **opts).fit(ftrain, train.correct, train.cost))
+        routers[name] = mon.run(f"train/{name}", lambda name=name, opts=opts: create_router(name, **opts).fit(
+            ftrain, train.correct, train.cost))
     knn = routers["knn"]
     mon.write({"knn_index": "hnsw" if knn.index_ is not None else "exact", "knn_k": knn.k_,
                **({"knn_recall_at_k_fit": knn.index_recall_} if knn.index_ is not None else {})})
