@@ -155,7 +155,9 @@ def budget_sweep(perf_pred: ArrayLike, cost_pred: ArrayLike, correct: ArrayLike,
     d_cost = (cact[rows, state] - cact[rows, prev]).ravel()
     d_corr = (corr[rows, state] - corr[rows, prev]).ravel()
     flat_keys = keys.ravel()
-    ev = np.argsort(flat_keys, kind="stable")
+    # Within one threshold the order of events does not matter (the curve is read after the last
+    # event of each threshold), so the unstable sort, twice as fast on n*M keys, is enough.
+    ev = np.argsort(flat_keys)
     flat_keys = flat_keys[ev]
     cum_cost = np.cumsum(d_cost[ev])
     cum_corr = np.cumsum(d_corr[ev])
