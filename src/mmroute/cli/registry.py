@@ -139,20 +139,17 @@ def check_model(name: str, version: str | None = None, *, client: Any = None) ->
 
 
 def _registry_errors(command):
-    """An unusable tracking location (exit 3, as the pipeline commands) and whatever the registry
-    still raises (a version deleted meanwhile...) end in one line."""
+    """An unusable tracking location (exit 3, as the pipeline commands: :func:`_tracked`) and
+    whatever the registry still raises (a version deleted meanwhile...) end in one line."""
+    from mmroute.cli.pipeline import _tracked
+
+    tracked = _tracked(command)
+
     def wrapper(args: argparse.Namespace) -> int:
         from mlflow.exceptions import MlflowException
 
-        from mmroute.tracking import TrackingUnavailableError
-
         try:
-            return command(args)
-        except TrackingUnavailableError as exc:
-            if args.verbose:
-                raise
-            print(f"mmroute {args.command}: tracking unavailable: {exc}", file=sys.stderr)
-            return EXIT_REFUSED
+            return tracked(args)
         except MlflowException as exc:
             if args.verbose:
                 raise
