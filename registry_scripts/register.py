@@ -1,4 +1,5 @@
-"""Register the best router of a sweep (by the validation twin of --metric, val/<rule>/<metric>) as a new version of --model; --stage staging also stages it.
+"""Register the best router of a sweep (by the validation twin of --metric, val/<rule>/<metric>)
+as a new version of --model; --stage staging also stages it.
 
 A thin wrapper over ``mmroute register`` (:mod:`mmroute.cli.registry`, which calls
 :mod:`mmroute.registry`); MLproject's ``register`` entry point runs it. See ``--help``.
