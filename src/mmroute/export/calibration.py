@@ -80,7 +80,7 @@ def calibrate(router: Any, features: Features | None, correct: np.ndarray, cost:
     from mmroute.evaluation import fill_missing
 
     oof = getattr(router, "oof_", None)
-    if oof is not None and oof.perf.shape[1] == np.shape(correct)[1]:
+    if oof is not None:
         perf_pred = router.apply_guard(oof.perf.astype(np.float64))
         cost_pred = oof.cost_pred.astype(np.float64)
         correct, cost = oof.correct.astype(np.float64), oof.cost.astype(np.float64)

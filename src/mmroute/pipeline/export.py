@@ -132,5 +132,5 @@ def _calibrate(client: Any, run: Any, router: Any, pipeline: Any, table: Any, me
     features = None if getattr(router, "oof_", None) is not None else pipeline.transform(train)
     cal = calibrate(router, features, train.correct, train.cost, meta["models"],
                     n_folds=n_folds, seed=seed)
-    log.info("calibrated %s on %d out-of-fold training rows (%d folds)", meta["router"], cal.n_rows, n_folds)
+    log.info("calibrated %s on %d rows: %s", meta["router"], cal.n_rows, cal.info["source"])
     return cal
