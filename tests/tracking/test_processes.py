@@ -51,7 +51,7 @@ def test_a_stop_ends_every_open_run_killed_and_exits_non_zero(tmp_path, signum):
     _wait_for_training(client, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signum
+    assert proc.returncode == 128 + signum, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last == f"mmroute run: stopped by {signal.Signals(signum).name}; 2 open run(s) marked KILLED", err[-3000:]
     runs = {r.info.run_name: r for r in _runs_of(client, proc.pid)}
@@ -108,3 +108,47 @@ def test_runs_of_live_processes_and_other_hosts_are_left_alone(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["closed"] == [other.info.run_id]
     assert client.get_run(other.info.run_id).info.status == "KILLED"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+def test_a_stop_inside_a_store_write_still_ends_the_runs_killed(monkeypatch, capsys):
+    """The signal lands in the middle of a store write: what the interrupted frames hold (on sqlite,
+    a statement or connection in a write transaction) keeps the write lock until those frames are let
+    go. Here the frames hold such a connection, as in a CI failure where the stop cut a metric write
+    short. Unwinding must not write before letting go: MLflow's ``with start_run()`` exit would wait
+    on the lock and turn the stop into 'database is locked' (exit 1, runs left open)."""
+    import sqlite3
+
+    import mlflow
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from mmroute.cli import main
+    from mmroute.tracking.processes import Stopped, opened_runs
+
+    fired: list[str] = []
+
+    def stop_mid_transaction(conn, cursor, statement, parameters, context, executemany):
+        run = mlflow.active_run()
+        if (not fired and run is not None and run.info.run_name == "mlp"
+                and statement.lstrip().upper().startswith("INSERT INTO METRICS")):
+            fired.append(run.info.run_id)
+            database = conn.engine.url.database
+            writer = sqlite3.connect(database, isolation_level=None, timeout=0)  # noqa: F841 - held by this frame
+            writer.execute("BEGIN IMMEDIATE")  # the write lock an interrupted write would hold
+            raise Stopped(signal.SIGTERM, time.time())
+
+    before = set(opened_runs())
+    event.listen(Engine, "before_cursor_execute", stop_mid_transaction)
+    try:
+        code = main(_LONG_RUN)
+    finally:
+        event.remove(Engine, "before_cursor_execute", stop_mid_transaction)
+    err = capsys.readouterr().err
+    assert fired, "the mlp child never logged an epoch"
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1] == "mmroute run: stopped by SIGTERM; 2 open run(s) marked KILLED"
+    client = MlflowClient()
+    runs = {client.get_run(r).info.run_name: client.get_run(r).info for r in set(opened_runs()) - before}
+    assert {name: info.status for name, info in runs.items()} == {"main": "KILLED", "mlp": "KILLED", "knn": "FINISHED"}
+    assert mlflow.active_run() is None
+    assert not client.search_registered_models("name = 'stopped-router'")

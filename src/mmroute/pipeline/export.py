@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmroute.export.calibration import DEFAULT_FOLDS
-from mmroute.tracking import record
+from mmroute.tracking import record, stop_aware
 
 __all__ = ["export_run", "fusion_info"]
 
@@ -94,7 +94,7 @@ def export_run(run_id: str, *, name: str = record.LOGGED_MODEL, sample_rows: int
     info_features = {"data": meta["data"], "mode": meta.get("mode"), **fusion_info(pipeline)}
     active = mlflow.active_run()
     resume = (contextlib.nullcontext() if active is not None and active.info.run_id == run_id
-              else mlflow.start_run(run_id=run_id, nested=active is not None))
+              else stop_aware(mlflow.start_run(run_id=run_id, nested=active is not None)))
     with resume:
         info, result = log_router_model(router, sample, meta["models"], name=name, check_features=features,
                                         feature_info=info_features, exporter=exporter,

@@ -141,12 +141,12 @@ def run_replay(model_uri: str, log_path: str, *, baseline_uri: str | None = None
 
     from mmroute.export.spark import spark_session
     from mmroute.registry.replay import replay_summary
-    from mmroute.tracking import run_tags, setup_tracking
+    from mmroute.tracking import run_tags, setup_tracking, stop_aware
 
     setup_tracking(experiment)
     spark = spark or spark_session(master)
     frame = spark.read.parquet(log_path)   # an unreadable log fails before a run exists
-    with mlflow.start_run(run_name=run_name) as run:
+    with stop_aware(mlflow.start_run(run_name=run_name)) as run:
         mlflow.set_tags(run_tags(step="replay"))
         mlflow.log_params({"replay.model_uri": model_uri, "replay.log": log_path,
                            "replay.baseline": baseline_uri or f"served column {served_column}",

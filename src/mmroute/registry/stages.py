@@ -27,6 +27,7 @@ from typing import Any
 
 from mmroute.registry.lock import PromotionBusy, RegistryLock
 from mmroute.registry.versions import DEFAULT_METRIC, get_client, register_best
+from mmroute.tracking.processes import release_if_stopped
 
 __all__ = ["STAGING", "PRODUCTION", "PREVIOUS_PRODUCTION", "STAGES", "PromotionRefused", "PromotionBusy",
            "PromotionResult", "promote", "rollback", "register_and_stage"]
@@ -137,7 +138,8 @@ def _apply(client: Any, name: str, body: Callable[[_Changes], PromotionResult],
     changes = _Changes(client, name)
     try:
         return body(changes)
-    except BaseException:
+    except BaseException as exc:
+        release_if_stopped(exc)  # a stop may have cut a store write short: let go of it before undoing
         log.warning("change to %s failed midway; restoring aliases and tags", name)
         changes.rollback()
         raise
@@ -352,7 +354,8 @@ def register_and_stage(run_id: str, model_name: str, *, metric: str = DEFAULT_ME
     version = register_best(run_id, model_name, metric=metric, client=client)
     try:
         return promote(model_name, version.version, to=STAGING, client=client)
-    except BaseException:  # a failure or a stop (SIGTERM) before staging: leave no half-registered version
+    except BaseException as exc:  # a failure or a stop (SIGTERM) before staging: leave no half-registered version
+        release_if_stopped(exc)
         log.warning("staging %s version %s failed; deleting that version", model_name, version.version)
         client.delete_model_version(model_name, version.version)
         raise

@@ -24,7 +24,14 @@ from mmroute.tracking.location import (
     resolve_tracking_uri,
     setup_tracking,
 )
-from mmroute.tracking.processes import Stopped, mark_stopped_runs, start_run, stop_on_signals
+from mmroute.tracking.processes import (
+    Stopped,
+    mark_stopped_runs,
+    release_if_stopped,
+    start_run,
+    stop_aware,
+    stop_on_signals,
+)
 from mmroute.tracking.records import (
     BUDGET_FRACTIONS,
     curve_readout,
@@ -49,5 +56,6 @@ __all__ = [
     "git_commit", "log_comparison", "log_curves", "log_metrics", "log_params", "log_split_ids",
     "log_table_input", "mark_stopped_runs", "metric_key", "pick_best", "prepare_store", "resolve_tracking_uri",
     "run_logger", "run_tags",
-    "setup_tracking", "start_run", "stop_on_signals", "Stopped", "table_frame", "unbind_lightning_logger",
+    "release_if_stopped", "setup_tracking", "start_run", "stop_aware",
+    "stop_on_signals", "Stopped", "table_frame", "unbind_lightning_logger",
 ]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["HOST_TAG", "PID_TAG", "START_TAG", "Stopped", "process_tags", "start_run", "opened_runs",
-           "stop_on_signals", "release_interrupted", "mark_stopped_runs", "OrphanedRun", "find_orphaned_runs",
+           "stop_on_signals", "release_interrupted", "release_if_stopped", "StopAwareRun", "stop_aware",
+           "mark_stopped_runs", "OrphanedRun", "find_orphaned_runs",
            "close_orphaned_runs", "pid_alive"]
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,57 @@ def process_tags() -> dict[str, str]:
     return tags
 
 
-def start_run(run_name: str | None = None, *, nested: bool = False, **kwargs: Any):
-    """``mlflow.start_run`` that tags the run with this process and remembers it (same arguments)."""
+class StopAwareRun:
+    """An MLflow ``ActiveRun`` whose ``with`` block leaves the ending of the run to the stop handler
+    when :class:`Stopped` unwinds through it.
+
+    A signal can land in the middle of a store write (a sqlite UPDATE, a PostgreSQL transaction):
+    the interrupted session still holds its connection, and on sqlite its write lock, until the
+    exception's frames are let go. MLflow's own ``__exit__`` would end the run as ``FAILED`` at that
+    moment, wait on that lock and replace the stop with "database is locked" (exit 1 instead of
+    128+N, the run left open). Here the frames are released first and the run stays open for
+    :func:`mark_stopped_runs`, which ends it ``KILLED``. Any other exit is MLflow's.
+    """
+
+    def __init__(self, active_run: Any) -> None:
+        self._active_run = active_run
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._active_run, name)
+
+    def __enter__(self) -> Any:
+        return self._active_run.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        if isinstance(exc, Stopped):
+            release_interrupted(exc)
+            return False
+        return self._active_run.__exit__(exc_type, exc, tb)
+
+
+def stop_aware(active_run: Any) -> StopAwareRun:
+    """Wrap an ``mlflow.start_run(...)`` result so that a stop unwinding its ``with`` block writes
+    nothing to the store on the way out (see :class:`StopAwareRun`)."""
+    return active_run if isinstance(active_run, StopAwareRun) else StopAwareRun(active_run)
+
+
+def release_if_stopped(exc: BaseException) -> None:
+    """Before cleanup that writes to the store in an ``except BaseException`` block: when ``exc``
+    is a stop, let go of the store session it may have interrupted (see :func:`release_interrupted`)."""
+    if isinstance(exc, Stopped):
+        release_interrupted(exc)
+
+
+def start_run(run_name: str | None = None, *, nested: bool = False, **kwargs: Any) -> StopAwareRun:
+    """``mlflow.start_run`` that tags the run with this process and remembers it (same arguments).
+
+    Returned as a :class:`StopAwareRun`: use it as MLflow's ``ActiveRun`` (``.info``, ``with``)."""
     import mlflow
 
     run = mlflow.start_run(run_name=run_name, nested=nested, **kwargs)
     mlflow.set_tags(process_tags())
     _OPENED.append(run.info.run_id)
-    return run
+    return StopAwareRun(run)
 
 
 def opened_runs() -> list[str]:
