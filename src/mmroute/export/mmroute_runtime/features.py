@@ -21,7 +21,9 @@ this code gives the training-time pipeline's features; this module never imports
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -248,30 +250,88 @@ def _folds(c: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- images
+def _uniform_histogram(values: np.ndarray, n_bins: int, last: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """``np.histogram(row, bins=n_bins, range=(0, last))[0]`` of each row of ``values`` (groups, n),
+    concatenated, in one pass: the same bins, value for value.
+
+    numpy's uniform-bin path puts a value in bin ``i`` when ``edges[i] <= v < edges[i + 1]`` (the last
+    bin also takes ``v == last``; values outside [0, last] are dropped), with ``edges`` the float32
+    ``linspace`` of the range for float32 input; ``searchsorted`` against those edges is that rule.
+    """
+    v = np.atleast_2d(values)
+    edges = np.linspace(0.0, last, n_bins + 1, dtype=v.dtype)
+    idx = np.searchsorted(edges, v, side="right") - 1
+    idx[v == edges[-1]] = n_bins - 1
+    idx += n_bins * np.arange(len(v))[:, None]
+    keep = (v >= 0.0) & (v <= last)
+    w = None if weights is None else np.atleast_2d(weights)[keep]
+    return np.bincount(idx[keep], weights=w, minlength=n_bins * len(v))
+
+
+@functools.lru_cache(maxsize=8)
+def _level_bins(bins: int) -> np.ndarray:
+    """The histogram bin of each 8-bit level as training sees it (``float32(level) / 255``): a resized
+    8-bit image has only these 256 values per channel, so its channel histograms are a lookup."""
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)
+    idx = np.searchsorted(edges, levels, side="right") - 1
+    idx[levels == edges[-1]] = bins - 1
+    return idx.astype(np.intp)
+
+
+def _percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """``np.percentile(values, q)`` (linear method) for each q, from one partial sort."""
+    n = values.size
+    positions = [(n - 1) * q / 100.0 for q in qs]
+    ks = sorted({int(math.floor(p)) for p in positions} | {min(int(math.floor(p)) + 1, n - 1) for p in positions})
+    part = np.partition(values, ks)
+    out = []
+    for p in positions:
+        below = int(math.floor(p))
+        above = min(below + 1, n - 1)
+        a, b, t = part[below], part[above], p - below
+        # numpy's _lerp: a + (b - a) * t, computed from the nearer end for t >= 0.5
+        diff = b - a
+        out.append(float(b - diff * (1 - t)) if t >= 0.5 else float(a + diff * t))
+    return out
+
+
 def image_statistics(image, *, size: int = 64, thumb: int = 8, bins: int = 8) -> np.ndarray:
-    """``mmroute.features.offline.image_statistics`` (the same operations, in the same order)."""
+    """``mmroute.features.offline.image_statistics``: the same features (histogram counts identical,
+    moments within float32 rounding), computed with fewer numpy calls (a request pays per call)."""
     from PIL import Image
 
     w, h = image.size
-    small = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-    rgb = small.reshape(-1, 3)
+    levels = np.asarray(image.resize((size, size), Image.BILINEAR))
+    small = levels.astype(np.float32) / 255.0
+    channels = np.ascontiguousarray(small.reshape(-1, 3).T)  # (3, pixels): row reductions are fast
     gray = small @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    chan_hist = [np.histogram(rgb[:, c], bins=bins, range=(0.0, 1.0))[0] for c in range(3)]
-    gray_hist = np.histogram(gray, bins=2 * bins, range=(0.0, 1.0))[0]
-    n_pix = float(rgb.shape[0])
+    n_pix = float(channels.shape[1])
+    # Training's rgb.mean(axis=0) / rgb.std(axis=0) add the pixels one after another (a strided
+    # reduction does not sum pairwise); a running sum along the rows adds them in that order, so
+    # the moments are the same floats, not merely close.
+    count = np.float32(channels.shape[1])
+    chan_mean = channels.cumsum(axis=1)[:, -1] / count
+    centred = channels - chan_mean[:, None]
+    chan_std = np.sqrt((centred * centred).cumsum(axis=1)[:, -1] / count)
+    chan_bins = _level_bins(bins)[np.ascontiguousarray(levels.reshape(-1, 3).T)] + bins * np.arange(3)[:, None]
+    chan_hist = np.bincount(chan_bins.reshape(-1), minlength=3 * bins)
+    gray_flat = gray.reshape(-1)
+    gray_hist = _uniform_histogram(gray_flat, 2 * bins, 1.0)
     gx = np.diff(gray, axis=1)[:-1, :]
     gy = np.diff(gray, axis=0)[:, :-1]
     mag = np.hypot(gx, gy)
     angle = np.mod(np.arctan2(gy, gx), np.pi)
-    orient = np.histogram(angle, bins=8, range=(0.0, np.pi), weights=mag)[0]
+    orient = _uniform_histogram(angle.reshape(-1), 8, np.pi, weights=mag.reshape(-1))
     orient = orient / max(float(orient.sum()), 1e-8)
     tiny = np.asarray(image.convert("L").resize((thumb, thumb), Image.BOX), dtype=np.float32) / 255.0
     tiny = tiny - tiny.mean()
+    lo, hi = _percentiles(gray_flat, (5, 95))
     feats = [
-        rgb.mean(axis=0), rgb.std(axis=0),
-        np.concatenate(chan_hist) / n_pix, gray_hist / n_pix,
-        [gray.mean(), gray.std(), np.percentile(gray, 95) - np.percentile(gray, 5)],
-        [mag.mean(), mag.std(), (mag > 0.1).mean()], orient,
+        chan_mean, chan_std,
+        chan_hist / n_pix, gray_hist / n_pix,
+        [gray_flat.mean(), gray_flat.std(), hi - lo],
+        [mag.mean(), mag.std(), np.count_nonzero(mag > 0.1) / mag.size], orient,
         tiny.ravel(),
         [np.log(max(w, 1)) / 10.0, np.log(max(h, 1)) / 10.0, np.log(max(w, 1) / max(h, 1))],
     ]

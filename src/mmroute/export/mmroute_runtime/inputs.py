@@ -115,7 +115,10 @@ def decode_image(value: Any, row: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXEL
         if not sep or ";base64" not in head:
             raise bad_input(f"row {row}: 'image' is a data URL without ';base64,' data")
     try:
-        data = base64.b64decode("".join(text.split()), validate=True)
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):  # line-wrapped base64 (MIME style): drop the whitespace
+            data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise bad_input(f"row {row}: 'image' is not valid base64 ({exc})") from None
     if not data:
