@@ -250,19 +250,24 @@ def _folds(c: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- images
-def _uniform_histogram(values: np.ndarray, n_bins: int, last: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """``np.histogram(row, bins=n_bins, range=(0, last))[0]`` of each row of ``values`` (groups, n),
-    concatenated, in one pass: the same bins, value for value.
+def _bin_index(values: np.ndarray, n_bins: int, last: float) -> np.ndarray:
+    """The bin ``np.histogram(values, bins=n_bins, range=(0, last))`` puts each value in.
 
     numpy's uniform-bin path puts a value in bin ``i`` when ``edges[i] <= v < edges[i + 1]`` (the last
-    bin also takes ``v == last``; values outside [0, last] are dropped), with ``edges`` the float32
-    ``linspace`` of the range for float32 input; ``searchsorted`` against those edges is that rule.
+    bin also takes ``v == last``), with ``edges`` the ``linspace`` of the range in the input's dtype;
+    ``searchsorted`` against those edges is that rule. Values outside [0, last] are the caller's to drop.
     """
+    edges = np.linspace(0.0, last, n_bins + 1, dtype=values.dtype)
+    idx = np.searchsorted(edges, values, side="right") - 1
+    idx[values == edges[-1]] = n_bins - 1
+    return idx
+
+
+def _uniform_histogram(values: np.ndarray, n_bins: int, last: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """``np.histogram(row, bins=n_bins, range=(0, last))[0]`` of each row of ``values`` (groups, n),
+    concatenated, in one pass: the same bins, value for value (values outside [0, last] dropped)."""
     v = np.atleast_2d(values)
-    edges = np.linspace(0.0, last, n_bins + 1, dtype=v.dtype)
-    idx = np.searchsorted(edges, v, side="right") - 1
-    idx[v == edges[-1]] = n_bins - 1
-    idx += n_bins * np.arange(len(v))[:, None]
+    idx = _bin_index(v, n_bins, last) + n_bins * np.arange(len(v))[:, None]
     keep = (v >= 0.0) & (v <= last)
     w = None if weights is None else np.atleast_2d(weights)[keep]
     return np.bincount(idx[keep], weights=w, minlength=n_bins * len(v))
@@ -272,11 +277,7 @@ def _uniform_histogram(values: np.ndarray, n_bins: int, last: float, weights: np
 def _level_bins(bins: int) -> np.ndarray:
     """The histogram bin of each 8-bit level as training sees it (``float32(level) / 255``): a resized
     8-bit image has only these 256 values per channel, so its channel histograms are a lookup."""
-    levels = np.arange(256, dtype=np.float32) / 255.0
-    edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)
-    idx = np.searchsorted(edges, levels, side="right") - 1
-    idx[levels == edges[-1]] = bins - 1
-    return idx.astype(np.intp)
+    return _bin_index(np.arange(256, dtype=np.float32) / 255.0, bins, 1.0).astype(np.intp)
 
 
 def _percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
