@@ -136,3 +136,29 @@ def test_fit_caps_native_threads_and_restores_them(monkeypatch):
 def test_threads_must_be_positive():
     with pytest.raises(ValueError, match=r"threads=0"):
         create_router("auto", threads=0)
+
+
+def test_greedy_ensemble_is_an_option_with_bag_weights_and_an_honest_score():
+    """greedy_steps adds Caruana's greedy ensemble (bag counts / steps) per input kind, scored on
+    cross-fitted out-of-fold predictions; with greedy_steps=0 (default) the options are unchanged."""
+    from fractions import Fraction
+
+    from mmroute.routers.auto import _greedy_weights
+
+    table, x = tiny_table(n=150, m=3, seed=1)
+    off = _auto().fit(feats(x), table.correct, table.cost)
+    on = _auto(greedy_steps=6).fit(feats(x), table.correct, table.cost)
+    assert "greedy" not in off.cv_scores_ and "greedy" in on.cv_scores_
+    assert set(on.cv_scores_) == set(off.cv_scores_) | {"greedy"}
+    # Same candidates and folds: the shared options score the same.
+    for opt in off.cv_scores_:
+        assert on.cv_scores_[opt]["budget"]["nAUC"] == off.cv_scores_[opt]["budget"]["nAUC"]
+    rng = np.random.default_rng(0)
+    preds = rng.random((3, 150, 3))
+    w = _greedy_weights(preds, table.cost, table.correct, table.cost, steps=6, rules=("budget",), z=1.0)
+    assert np.isclose(w.sum(), 1.0) and (w >= 0).all()
+    assert all(Fraction(float(v)).limit_denominator(720).denominator in (1, 2, 3, 4, 5, 6) for v in w)
+    # A copy of the truth among noise: greedy picks it alone (one step, no other addition helps).
+    truth = np.stack([preds[0], table.correct.astype(float), preds[2]])
+    w = _greedy_weights(truth, table.cost, table.correct, table.cost, steps=4, rules=("budget",), z=1.0)
+    assert w[1] == pytest.approx(1.0)
