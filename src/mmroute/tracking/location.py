@@ -170,8 +170,18 @@ def setup_tracking(experiment: str | None = None, *, cwd: str | os.PathLike | No
                 f"experiment {name!r} is deleted in {location.uri}; restore it "
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or pick another name")
         if found is None:
-            experiment_id = client.create_experiment(name, artifact_location=location.artifact_root)
-            log.info("created experiment %r (artifacts: %s)", name, location.artifact_root or "server default")
+            from mlflow.exceptions import MlflowException
+
+            try:
+                experiment_id = client.create_experiment(name, artifact_location=location.artifact_root)
+                log.info("created experiment %r (artifacts: %s)", name, location.artifact_root or "server default")
+            except MlflowException as exc:
+                # Another process (a teammate's sweep started at the same moment) created it first.
+                raced = client.get_experiment_by_name(name)
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS" or raced is None:
+                    raise
+                experiment_id = raced.experiment_id
+                log.info("experiment %r was created by another process meanwhile; using it", name)
         else:
             experiment_id = found.experiment_id
     _mark_model_training(client, experiment_id)
