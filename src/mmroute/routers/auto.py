@@ -283,26 +283,10 @@ class AutoRouter(Router):
         """Cross-fitted convex blends, one per input kind with >= 2 candidates."""
         from mmroute.routers.ensemble import simplex_least_squares
 
-        out = {}
-        for kind in sorted(set(kinds[nm] for nm in oof)):
-            names = [nm for nm in oof if kinds[nm] == kind]
-            if len(names) < 2:
-                continue
-            stack_p = np.stack([oof[nm][0] for nm in names])      # (p, n, M)
-            stack_c = np.stack([oof[nm][1] for nm in names])
-            blend_p, blend_c = np.zeros(correct.shape), np.zeros(correct.shape)
-            for tr, va in folds:
-                wp = _weights(stack_p[:, tr], correct[tr], simplex_least_squares)
-                wc = _weights(stack_c[:, tr], cost[tr], simplex_least_squares)
-                blend_p[va] = np.tensordot(wp, stack_p[:, va], axes=1)
-                blend_c[va] = np.tensordot(wc, stack_c[:, va], axes=1)
-            wp = _weights(stack_p, correct, simplex_least_squares)
-            wc = _weights(stack_c, cost, simplex_least_squares)
-            keep = (wp > 1e-4) | (wc > 1e-4)
-            label = "stack" if len(set(kinds.values())) == 1 else f"stack_{kind}"
-            out[label] = ([nm for nm, k in zip(names, keep) if k], _renorm(wp[keep]), _renorm(wc[keep]),
-                          (blend_p, blend_c))
-        return out
+        def perf_weights(stack_p, blended_cost, correct, cost):
+            return _weights(stack_p, correct, simplex_least_squares)
+
+        return self._blends("stack", perf_weights, oof, kinds, correct, cost, folds)
 
     def _greedy(self, oof, kinds, correct, cost, folds):
         """Cross-fitted greedy ensembles, one per input kind with >= 2 candidates.
@@ -314,9 +298,20 @@ class AutoRouter(Router):
         by, and the bag's integer counts are few, coarse weights (less to overfit than a free
         blend). Costs are blended by least squares (as ``_stacks`` does). The weights of the rows of
         each fold are selected on the other folds' rows, so the option's own score is honest."""
+        c = self.config
+
+        def perf_weights(stack_p, blended_cost, correct, cost):
+            return _greedy_weights(stack_p, blended_cost, correct, cost, steps=c.greedy_steps,
+                                   rules=c.rules, z=c.guard_z)
+
+        return self._blends("greedy", perf_weights, oof, kinds, correct, cost, folds)
+
+    def _blends(self, label, perf_weights, oof, kinds, correct, cost, folds):
+        """One cross-fitted blend per input kind with >= 2 candidates: costs by least squares, perf by
+        ``perf_weights(stack_p, blended_cost, correct, cost)``; the rows of each fold are blended with
+        weights fitted on the other folds' rows, so the option's own score is honest."""
         from mmroute.routers.ensemble import simplex_least_squares
 
-        c = self.config
         out = {}
         for kind in sorted(set(kinds[nm] for nm in oof)):
             names = [nm for nm in oof if kinds[nm] == kind]
@@ -327,17 +322,15 @@ class AutoRouter(Router):
             blend_p, blend_c = np.zeros(correct.shape), np.zeros(correct.shape)
             for tr, va in folds:
                 wc = _weights(stack_c[:, tr], cost[tr], simplex_least_squares)
-                wp = _greedy_weights(stack_p[:, tr], np.tensordot(wc, stack_c[:, tr], axes=1), correct[tr],
-                                     cost[tr], steps=c.greedy_steps, rules=c.rules, z=c.guard_z)
+                wp = perf_weights(stack_p[:, tr], np.tensordot(wc, stack_c[:, tr], axes=1), correct[tr], cost[tr])
                 blend_p[va] = np.tensordot(wp, stack_p[:, va], axes=1)
                 blend_c[va] = np.tensordot(wc, stack_c[:, va], axes=1)
             wc = _weights(stack_c, cost, simplex_least_squares)
-            wp = _greedy_weights(stack_p, np.tensordot(wc, stack_c, axes=1), correct, cost,
-                                 steps=c.greedy_steps, rules=c.rules, z=c.guard_z)
+            wp = perf_weights(stack_p, np.tensordot(wc, stack_c, axes=1), correct, cost)
             keep = (wp > 1e-4) | (wc > 1e-4)
-            label = "greedy" if len(set(kinds.values())) == 1 else f"greedy_{kind}"
-            out[label] = ([nm for nm, k in zip(names, keep) if k], _renorm(wp[keep]), _renorm(wc[keep]),
-                          (blend_p, blend_c))
+            name = label if len(set(kinds.values())) == 1 else f"{label}_{kind}"
+            out[name] = ([nm for nm, k in zip(names, keep) if k], _renorm(wp[keep]), _renorm(wc[keep]),
+                         (blend_p, blend_c))
         return out
 
     def _oof_predictions(self, features, correct, cost):
